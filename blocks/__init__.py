@@ -1,0 +1,3 @@
+"""Stratos blocks."""
+
+import stratos  # noqa: F401  (sets the offline environment before any library import)
