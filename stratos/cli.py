@@ -39,7 +39,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plot_front(selection, Path(args.plot))
     if args.json:
         out = selection.to_json()
-        out["catalog"] = {"rows_read": report.rows_read, "rows_kept": report.rows_kept, "skipped": dict(report.skipped)}
+        out["catalog"] = {
+            "rows_read": report.rows_read,
+            "rows_kept": report.rows_kept,
+            "skipped": dict(report.skipped),
+        }
         out["scores"] = selection_scores(selection, spec.servers.weights)
         print(json.dumps(out, default=float))
     else:
@@ -75,12 +79,17 @@ def render_plan(selection, weights) -> str:
     lines.append(f"  {'server':<52} {'hardware':>9} {'$/h':>8} {'rtt ms':>7}")
     for sid, row in front.head(40).iterrows():
         mark = " <= chosen" if sid == selection.chosen else ""
-        lines.append(f"  {sid:<52} {row.hardware:>9.1f} {row.cost_per_hour:>8.2f} {row.latency_ms:>7.1f}{mark}")
+        lines.append(
+            f"  {sid:<52} {row.hardware:>9.1f} {row.cost_per_hour:>8.2f} {row.latency_ms:>7.1f}{mark}"
+        )
     if len(front) > 40:
         lines.append(f"  ... {len(front) - 40} more (use --json for all)")
     lines.append(f"\nChosen: {selection.chosen}\n  {selection.reason}")
     if selection.eliminated:
-        lines.append("Eliminated: " + ", ".join(f"{selection.constraint_text[n]} ({c})" for n, c in selection.eliminated.items()))
+        lines.append(
+            "Eliminated: "
+            + ", ".join(f"{selection.constraint_text[n]} ({c})" for n, c in selection.eliminated.items())
+        )
     scores = selection_scores(selection, weights)
     lines.append("\nWhat each method would choose (score = closeness to the ideal point, 1 = best):")
     for name, sid in selection.baselines.items():
@@ -93,9 +102,13 @@ def render_plan(selection, weights) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stratos", description="Distil a teacher LLM into a small student under constraints.")
+    parser = argparse.ArgumentParser(
+        prog="stratos", description="Distil a teacher LLM into a small student under constraints."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="choose a server for a spec (Pareto Front Grid) and compare with baselines")
+    plan = sub.add_parser(
+        "plan", help="choose a server for a spec (Pareto Front Grid) and compare with baselines"
+    )
     plan.add_argument("spec", help="path to a YAML DistillSpec")
     plan.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     plan.add_argument("--plot", metavar="FILE.png", help="write the Pareto front (cost vs latency) to a PNG")

@@ -30,7 +30,9 @@ def plot_front(selection, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("cost ($/hour, log scale)")
     ax.set_ylabel("network round trip to the user (ms)")
-    ax.set_title(f"Server selection ({selection.method}): {len(front)} non-dominated of {len(feasible)} feasible")
+    ax.set_title(
+        f"Server selection ({selection.method}): {len(front)} non-dominated of {len(feasible)} feasible"
+    )
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path = Path(path)

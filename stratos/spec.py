@@ -69,14 +69,18 @@ class TaskSpec(_Section):
 class Constraints(_Section):
     """The user's hard limits; every stage checks against them."""
 
-    min_accuracy: float = Field(0.0, ge=0, le=1, description="Minimum held-out accuracy of the student (0-1).")
+    min_accuracy: float = Field(
+        0.0, ge=0, le=1, description="Minimum held-out accuracy of the student (0-1)."
+    )
     max_latency_ms: float = Field(
         1000.0,
         gt=0,
         description="Maximum per-request latency in ms. A server whose network round trip to the "
         "user's region alone exceeds it is infeasible.",
     )
-    budget_usd: float = Field(100.0, gt=0, description="Total budget for the run (generation + training), USD.")
+    budget_usd: float = Field(
+        100.0, gt=0, description="Total budget for the run (generation + training), USD."
+    )
     max_hourly_usd: float | None = Field(
         None, gt=0, description="Maximum hosting price in USD per hour; none means no cap."
     )
@@ -116,7 +120,9 @@ class ServerSettings(_Section):
     hardware_metric: Literal["tflops", "gpu_memory"] = Field(
         "tflops", description="Hardware objective H: total peak bf16 TFLOPS, or total GPU memory (GB)."
     )
-    use_spot: bool = Field(False, description="Price servers at their spot price; rows without one are dropped.")
+    use_spot: bool = Field(
+        False, description="Price servers at their spot price; rows without one are dropped."
+    )
     planned_hours: float = Field(
         2.0,
         gt=0,
@@ -162,11 +168,16 @@ class ModelCandidate(_Section):
 
     name: str = Field(description="Short name used in reports.")
     kind: Literal["hf", "openai", "stored"] = Field(
-        "hf", description="hf: local path or hub id; openai: an OpenAI-compatible endpoint; stored: a JSONL of completions."
+        "hf",
+        description="hf: local path or hub id; openai: an OpenAI-compatible endpoint; stored: a JSONL of completions.",
     )
-    model: str = Field(description="Hub id or local path (hf), served model name (openai), or JSONL path (stored).")
+    model: str = Field(
+        description="Hub id or local path (hf), served model name (openai), or JSONL path (stored)."
+    )
     base_url: str | None = Field(None, description="Endpoint URL for kind 'openai'.")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key (never logged).")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (never logged)."
+    )
     price_per_1k_input: float = Field(0.0, ge=0, description="USD per 1k prompt tokens (openai).")
     price_per_1k_output: float = Field(0.0, ge=0, description="USD per 1k completion tokens (openai).")
 
@@ -180,13 +191,21 @@ class ModelCandidate(_Section):
 class StrategySettings(_Section):
     """Dual-mode synthesis: Knowledge Alignment or Knowledge Injection."""
 
-    tau: float = Field(0.5, ge=0, le=1, description="Teacher probe accuracy at or above τ → alignment, else injection.")
-    force_mode: Literal["alignment", "injection"] | None = Field(None, description="Force a mode (ablations).")
+    tau: float = Field(
+        0.5, ge=0, le=1, description="Teacher probe accuracy at or above τ → alignment, else injection."
+    )
+    force_mode: Literal["alignment", "injection"] | None = Field(
+        None, description="Force a mode (ablations)."
+    )
     num_samples: int = Field(4, ge=1, description="Teacher samples per training question.")
-    max_attempts: int = Field(8, ge=1, description="Injection: generation attempts per question before giving up.")
+    max_attempts: int = Field(
+        8, ge=1, description="Injection: generation attempts per question before giving up."
+    )
     temperature: float = Field(0.8, ge=0, description="Teacher sampling temperature during synthesis.")
     prescreen_size: int = Field(32, gt=0, description="Questions in the student capacity pre-screen.")
-    prescreen_threshold: float = Field(0.0, ge=0, le=1, description="Minimum pre-screen accuracy a student must reach.")
+    prescreen_threshold: float = Field(
+        0.0, ge=0, le=1, description="Minimum pre-screen accuracy a student must reach."
+    )
 
 
 class TrainingSettings(_Section):
@@ -219,19 +238,29 @@ class RelaxStep(_Section):
 class RelaxPolicy(_Section):
     """The constraint-violation loop: relaxations tried in order, each logged."""
 
-    steps: list[RelaxStep] = Field(default_factory=list, description="Relaxations in order; empty means none.")
+    steps: list[RelaxStep] = Field(
+        default_factory=list, description="Relaxations in order; empty means none."
+    )
 
 
 class DistillSpec(_Section):
     """Everything one Stratos run needs."""
 
     name: str = Field("stratos-run", description="Run name used in reports and artifact paths.")
-    task: TaskSpec | None = Field(None, description="The task; required by every stage after server selection.")
-    constraints: Constraints = Field(default_factory=Constraints, description="Accuracy, latency and budget limits.")
+    task: TaskSpec | None = Field(
+        None, description="The task; required by every stage after server selection."
+    )
+    constraints: Constraints = Field(
+        default_factory=Constraints, description="Accuracy, latency and budget limits."
+    )
     servers: ServerSettings = Field(default_factory=ServerSettings, description="Catalogs and PFG settings.")
     teachers: list[ModelCandidate] = Field(default_factory=list, description="Teacher candidates.")
-    students: list[ModelCandidate] = Field(default_factory=list, description="Student candidates, smallest first.")
-    strategy: StrategySettings = Field(default_factory=StrategySettings, description="Synthesis mode settings.")
+    students: list[ModelCandidate] = Field(
+        default_factory=list, description="Student candidates, smallest first."
+    )
+    strategy: StrategySettings = Field(
+        default_factory=StrategySettings, description="Synthesis mode settings."
+    )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training settings.")
     relax: RelaxPolicy = Field(default_factory=RelaxPolicy, description="Constraint-violation loop policy.")
 

@@ -232,6 +232,10 @@ def load_catalogs(paths: list[Path]) -> tuple[pd.DataFrame, CatalogReport]:
     frames = [load_catalog(p, report) for p in paths]
     servers = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SERVER_COLUMNS)
     dupes = servers.duplicated("id", keep="first")
-    report.add("duplicate server id across catalogs (kept the first)", int(dupes.sum()), servers.loc[dupes, "id"].head(3).tolist())
+    report.add(
+        "duplicate server id across catalogs (kept the first)",
+        int(dupes.sum()),
+        servers.loc[dupes, "id"].head(3).tolist(),
+    )
     report.rows_kept -= int(dupes.sum())
     return servers[~dupes].reset_index(drop=True), report

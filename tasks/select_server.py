@@ -24,11 +24,12 @@ import pandas as pd
 from prefect import task
 
 from stratos.scoring import closeness_to_ideal, minmax
-from stratos.spec import Constraints, ServerSettings
+from stratos.spec import SELECTION_METHODS, Constraints, ServerSettings
 from tasks.catalog import round_trip_ms
 
 OBJECTIVES = ("hardware", "cost", "latency")
-BLOCK = 4096  # points per block in the skyline sweep
+BLOCK = 256  # points per block in the skyline sweep: small, so the in-block pairwise check stays cheap
+PRUNE_BINS = 32  # cells per axis of the pruning grid inside non_dominated (not the PFG grid)
 
 
 @dataclass
@@ -74,17 +75,21 @@ class Selection:
 # ---------------------------------------------------------------- objectives and filters
 
 
-def server_objectives(servers: pd.DataFrame, constraints: Constraints, settings: ServerSettings) -> pd.DataFrame:
+def server_objectives(
+    servers: pd.DataFrame, constraints: Constraints, settings: ServerSettings
+) -> pd.DataFrame:
     """Raw objectives per server: hardware (larger better), cost $/h and latency ms (smaller better)."""
     hardware = servers["tflops"] if settings.hardware_metric == "tflops" else servers["total_gpu_memory_gb"]
     cost = servers["spot_price"] if settings.use_spot else servers["price"]
     latency = servers["measured_latency_ms"].to_numpy(dtype=float, copy=True)
     modelled = np.isnan(latency)
     latency[modelled] = round_trip_ms(
-        servers["lat"].to_numpy(dtype=float)[modelled], servers["lon"].to_numpy(dtype=float)[modelled], constraints.region
+        servers["lat"].to_numpy(dtype=float)[modelled],
+        servers["lon"].to_numpy(dtype=float)[modelled],
+        constraints.region,
     )
     return pd.DataFrame({
-        "id": servers["id"].to_numpy(),
+        "id": servers["id"].array,
         "hardware": hardware.to_numpy(dtype=float),
         "cost_per_hour": cost.to_numpy(dtype=float),
         "latency_ms": latency,
@@ -147,31 +152,23 @@ def _dominated_by(points: np.ndarray, others: np.ndarray) -> np.ndarray:
     return (ge & gt).any(axis=1)
 
 
-def non_dominated(x: np.ndarray, k: int = 10, sigma: float = 0.01) -> np.ndarray:
+def non_dominated(x: np.ndarray) -> np.ndarray:
     """Boolean mask of the non-dominated rows of x (n, d), larger is better on every column.
 
-    Two exact prunings keep this near-linear on real catalogs:
+    Three exact steps keep this near-linear on real catalogs:
     1. grid: a point whose cell is strictly behind an occupied cell on every axis is
-       strictly beaten on every axis by each point of that cell;
-    2. sweep: sorted by coordinate sum (a dominator always has a larger sum), each block
-       is checked against the front found so far, then survivors against each other.
+       strictly beaten on every axis by each point of that cell, so it is dropped unseen;
+    2. ties: among points equal on all axes but one (real catalogs have few distinct
+       hardware and latency values), only the best on that axis can survive;
+    3. sweep: sorted by coordinate sum (a dominator always has a larger sum), each small
+       block is checked against the front found so far, then survivors against each other.
     """
-    n = len(x)
-    keep = np.zeros(n, dtype=bool)
-    if n == 0:
+    keep = np.zeros(len(x), dtype=bool)
+    if len(x) == 0:
         return keep
-    cells = grid_cells(x, k, sigma) - 1  # 0-based
-    occupied = np.zeros((k,) * x.shape[1], dtype=bool)
-    occupied[tuple(cells.T)] = True
-    reach = occupied.copy()  # reach[c] = some occupied cell is <= c on every axis
+    candidates = np.flatnonzero(~_strictly_behind_occupied(x, PRUNE_BINS))
     for axis in range(x.shape[1]):
-        reach = np.logical_or.accumulate(reach, axis=axis)
-    strictly_behind = np.zeros_like(reach)
-    inner = tuple(slice(1, None) for _ in range(x.shape[1]))
-    outer = tuple(slice(None, -1) for _ in range(x.shape[1]))
-    strictly_behind[inner] = reach[outer]
-    candidates = np.flatnonzero(~strictly_behind[tuple(cells.T)])
-
+        candidates = _best_among_ties(x, candidates, axis)
     order = candidates[np.argsort(-x[candidates].sum(axis=1), kind="stable")]
     front = np.empty((0, x.shape[1]))
     for start in range(0, len(order), BLOCK):
@@ -181,6 +178,32 @@ def non_dominated(x: np.ndarray, k: int = 10, sigma: float = 0.01) -> np.ndarray
         keep[block] = True
         front = np.vstack([front, x[block]])
     return keep
+
+
+def _best_among_ties(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
+    """Of the points `idx`, those best on `axis` within their group of equal other coordinates."""
+    others = [j for j in range(x.shape[1]) if j != axis]
+    # lexsort's last key is the primary one: group by the other axes, best on `axis` first.
+    order = idx[np.lexsort((-x[idx, axis], *(x[idx, j] for j in reversed(others))))]
+    xs = x[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (xs[1:][:, others] != xs[:-1][:, others]).any(axis=1)
+    group_best = xs[starts, axis][np.cumsum(starts) - 1]
+    return np.sort(order[xs[:, axis] == group_best])
+
+
+def _strictly_behind_occupied(x: np.ndarray, bins: int) -> np.ndarray:
+    """Per point: is there an occupied grid cell strictly ahead of its cell on every axis?"""
+    d = x.shape[1]
+    cells = grid_cells(x, bins, 0.0) - 1  # 0-based; bins cells per axis, 0 = best
+    occupied = np.zeros((bins,) * d, dtype=bool)
+    occupied[tuple(cells.T)] = True
+    reach = occupied  # reach[c]: some occupied cell is <= c on every axis
+    for axis in range(d):
+        reach = np.logical_or.accumulate(reach, axis=axis)
+    behind = np.zeros_like(reach)
+    behind[(slice(1, None),) * d] = reach[(slice(None, -1),) * d]
+    return behind[tuple(cells.T)]
 
 
 def pareto_cells(cells: np.ndarray) -> np.ndarray:
@@ -195,12 +218,14 @@ def _best(candidates: np.ndarray, ids: np.ndarray, *keys: np.ndarray) -> int:
     for key in keys:
         values = key[candidates]
         candidates = candidates[values == values.min()]
-    return int(candidates[np.argmin(ids[candidates].astype(str))]) if len(candidates) > 1 else int(candidates[0])
+    return (
+        int(candidates[np.argmin(ids[candidates].astype(str))]) if len(candidates) > 1 else int(candidates[0])
+    )
 
 
 def pfg_choice(x: np.ndarray, ids: np.ndarray, price: np.ndarray, k: int, sigma: float):
     """Index of the PFG choice among rows of x (all feasible), the front mask, Pareto cells, chosen cell."""
-    front = non_dominated(x, k, sigma)
+    front = non_dominated(x)
     front_idx = np.flatnonzero(front)
     cells = grid_cells(x[front_idx], k, sigma)
     pcells = pareto_cells(cells)
@@ -216,7 +241,9 @@ def pfg_choice(x: np.ndarray, ids: np.ndarray, price: np.ndarray, k: int, sigma:
 # ---------------------------------------------------------------- baselines
 
 
-def baseline_choice(method: str, x: np.ndarray, obj: pd.DataFrame, feasible_idx: np.ndarray, settings: ServerSettings) -> int:
+def baseline_choice(
+    method: str, x: np.ndarray, obj: pd.DataFrame, feasible_idx: np.ndarray, settings: ServerSettings
+) -> int:
     """Index of the server a baseline method picks among the feasible ones."""
     ids = obj["id"].to_numpy()
     hw, cost, lat = (obj[c].to_numpy() for c in ("hardware", "cost_per_hour", "latency_ms"))
@@ -230,13 +257,21 @@ def baseline_choice(method: str, x: np.ndarray, obj: pd.DataFrame, feasible_idx:
     if method == "random":
         ordered = feasible_idx[np.argsort(ids[feasible_idx].astype(str), kind="stable")]
         return int(ordered[np.random.default_rng(settings.seed).integers(len(ordered))])
-    raise ValueError(f"unknown selection method '{method}'; use one of pfg, cost_first, hardware_first, random, weighted_sum")
+    raise ValueError(
+        f"unknown selection method '{method}'; use one of pfg, cost_first, hardware_first, random, weighted_sum"
+    )
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def _nearest_feasible(obj: pd.DataFrame, masks: dict[str, np.ndarray], constraints: Constraints, settings: ServerSettings, n: int = 5) -> list[dict]:
+def _nearest_feasible(
+    obj: pd.DataFrame,
+    masks: dict[str, np.ndarray],
+    constraints: Constraints,
+    settings: ServerSettings,
+    n: int = 5,
+) -> list[dict]:
     """The servers that miss the constraints by the least (relative shortfall summed over constraints)."""
     cost = obj["cost_per_hour"].to_numpy()
     shortfall = {
@@ -265,10 +300,16 @@ def _nearest_feasible(obj: pd.DataFrame, masks: dict[str, np.ndarray], constrain
 
 
 def select_server(
-    servers: pd.DataFrame, constraints: Constraints, settings: ServerSettings, method: str | None = None
+    servers: pd.DataFrame,
+    constraints: Constraints,
+    settings: ServerSettings,
+    method: str | None = None,
+    with_baselines: bool = True,
 ) -> Selection:
     """Filter, then choose a server with `method` (default: the spec's, normally PFG); baselines alongside."""
     method = method or settings.method
+    if method not in SELECTION_METHODS:
+        raise ValueError(f"unknown selection method '{method}'; use one of {', '.join(SELECTION_METHODS)}")
     obj = server_objectives(servers, constraints, settings)
     masks, text = constraint_masks(obj, constraints, settings)
     infeasible = np.zeros(len(obj), dtype=bool)
@@ -283,20 +324,23 @@ def select_server(
 
     if not feasible.any():
         nearest = _nearest_feasible(obj, masks, constraints, settings)
-        why = "; ".join(f"{text[n]}: {c} servers" for n, c in sorted(eliminated.items(), key=lambda kv: -kv[1]))
+        why = "; ".join(
+            f"{text[n]}: {c} servers" for n, c in sorted(eliminated.items(), key=lambda kv: -kv[1])
+        )
         return Selection(method, obj, None, [], [], None, {}, eliminated, text, nearest,
                          reason=f"no server satisfies every constraint ({why})")  # fmt: skip
 
     idx = np.flatnonzero(feasible)
-    ids = obj["id"].to_numpy()
+    ids = obj["id"].array  # pandas' string array: indexing subsets avoids 10^6 Python str objects
     price = obj["cost_per_hour"].to_numpy()
-    pfg_local, front_local, pcells, cell = pfg_choice(x[idx], ids[idx], price[idx], settings.grid_k, settings.sigma)
+    pfg_local, front_local, pcells, cell = pfg_choice(
+        x[idx], ids[idx], price[idx], settings.grid_k, settings.sigma
+    )
     front_ids = sorted(ids[idx[front_local]].tolist())
     choices = {"pfg": int(idx[pfg_local])}
     for name in ("cost_first", "hardware_first", "random", "weighted_sum"):
-        choices[name] = baseline_choice(name, x, obj, idx, settings)
-    if method not in choices:
-        raise ValueError(f"unknown selection method '{method}'")
+        if with_baselines or name == method:
+            choices[name] = baseline_choice(name, x, obj, idx, settings)
     chosen = choices[method]
     reason = _explain(method, obj.iloc[chosen], cell, len(front_ids), settings)
     baselines = {name: str(ids[i]) for name, i in choices.items() if name != "pfg"}
@@ -305,7 +349,9 @@ def select_server(
                      cell, baselines, eliminated, text, reason=reason)  # fmt: skip
 
 
-def _explain(method: str, row: pd.Series, cell: tuple[int, int, int], front_size: int, settings: ServerSettings) -> str:
+def _explain(
+    method: str, row: pd.Series, cell: tuple[int, int, int], front_size: int, settings: ServerSettings
+) -> str:
     norm = f"hardware {row.norm_hardware:.2f}, cost {row.norm_cost:.2f}, latency {row.norm_latency:.2f} (1 = best)"
     if method == "pfg":
         return (
@@ -316,7 +362,9 @@ def _explain(method: str, row: pd.Series, cell: tuple[int, int, int], front_size
     return f"{method}: {row.id} ({norm})"
 
 
-def selection_scores(selection: Selection, weights: tuple[float, float, float] | None = None) -> dict[str, float]:
+def selection_scores(
+    selection: Selection, weights: tuple[float, float, float] | None = None
+) -> dict[str, float]:
     """Multi-objective score (stratos.scoring) of the server each method chose."""
     if not selection.feasible:
         return {}

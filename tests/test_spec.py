@@ -1,0 +1,94 @@
+"""DistillSpec: loading, defaults, and one clear message per bad field."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stratos.spec import DistillSpec, SpecError, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_plan_spec_loads_with_only_servers_and_constraints():
+    spec = load_spec(ROOT / "examples/plan.yaml")
+    assert spec.task is None and spec.constraints.min_gpu_memory_gb == 80 and spec.servers.grid_k == 10
+    assert len(spec.servers.catalog_paths()) == 4
+
+
+def test_every_field_is_documented():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            for arg in getattr(ann, "__args__", ()) or (ann,):
+                if isinstance(arg, type) and hasattr(arg, "model_fields"):
+                    walk(arg)
+
+    walk(DistillSpec)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"constraints": {"budget_usd": -5}}, "constraints.budget_usd' = -5: Input should be greater than 0"),
+        (
+            {"constraints": {"budgt_usd": 5}},
+            "'constraints.budgt_usd' is not a known field; did you mean 'budget_usd'?",
+        ),
+        ({"constraints": {"region": "atlantis"}}, "unknown region 'atlantis'"),
+        ({"task": {"domain": "custom"}}, "domain 'custom' needs a dataset; set task.dataset"),
+        ({"task": {"domain": "chess"}}, "'task.domain' = 'chess'"),
+        ({"servers": {"catalogs": ["/nope.csv"]}}, "catalog file '/nope.csv' does not exist"),
+        ({"servers": {"grid_k": 0}}, "'servers.grid_k' = 0: Input should be greater than or equal to 1"),
+        (
+            {"constraints": {"budget_usd": 10, "max_hourly_usd": 50}},
+            "max_hourly_usd (50.0) is above constraints.budget_usd",
+        ),
+        (
+            {"teachers": [{"name": "t", "kind": "openai", "model": "gpt-4o"}]},
+            "has kind 'openai' but no base_url",
+        ),
+    ],
+)
+def test_bad_spec_names_field_value_and_fix(data, expected):
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    assert expected in str(err.value)
+
+
+def test_relative_catalog_paths_resolve_against_the_spec_file(tmp_path):
+    (tmp_path / "cat.csv").write_text("x")
+    (tmp_path / "spec.yaml").write_text("servers:\n  catalogs: [cat.csv]\n")
+    spec = load_spec(tmp_path / "spec.yaml")
+    assert spec.servers.catalogs == [str(tmp_path / "cat.csv")]
+
+
+def test_not_yaml_and_missing_file_are_clear(tmp_path):
+    (tmp_path / "bad.yaml").write_text("constraints: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_package_import_makes_the_environment_offline_unless_user_set():
+    code = "import os, stratos; print(os.environ['HF_HUB_OFFLINE'], os.environ['DO_NOT_TRACK'], os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["1", "1", "false"]
+    env["HF_HUB_OFFLINE"] = "0"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split()[0] == "0"
