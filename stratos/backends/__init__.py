@@ -1,0 +1,1 @@
+"""Generation backends: local Hugging Face, OpenAI-compatible HTTP, stored completions."""
