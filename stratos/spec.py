@@ -95,6 +95,13 @@ class Constraints(_Section):
         description="Total GPU memory the server needs. Leave empty to derive it from the models.",
     )
 
+    max_student_params: int | None = Field(
+        None,
+        gt=0,
+        description="Largest student (parameters) to consider; none means any size. The relax step "
+        "'larger_student' raises it to admit the next larger candidate.",
+    )
+
     @field_validator("region")
     @classmethod
     def _known_region(cls, value: str) -> str:
@@ -206,6 +213,10 @@ class StrategySettings(_Section):
     prescreen_threshold: float = Field(
         0.0, ge=0, le=1, description="Minimum pre-screen accuracy a student must reach."
     )
+    prescreen_demos: int = Field(
+        3, ge=0, description="Teacher-written worked examples in the few-shot pre-screen prompt."
+    )
+    max_new_tokens: int = Field(256, ge=1, description="Generation cap for teacher and student completions.")
 
 
 class TrainingSettings(_Section):

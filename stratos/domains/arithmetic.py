@@ -23,7 +23,13 @@ import random
 import re
 
 from stratos.domains.base import Example, extract_marked_answer
-from stratos.domains.common import format_number, numbers_equal, parse_number, split_of, stable_id
+from stratos.domains.common import (
+    extract_number,
+    numbers_equal,
+    parse_number,
+    split_of,
+    stable_id,
+)
 from stratos.spec import TaskSpec
 
 OPS = ("+", "*")
@@ -174,8 +180,7 @@ class Arithmetic:
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def extract(self, completion: str) -> str | None:
-        value = parse_number(extract_marked_answer(completion))
-        return None if value is None else format_number(value)
+        return extract_number(completion)
 
     def score(self, predicted: str | None, gold: str) -> bool:
         return numbers_equal(predicted, gold)

@@ -8,6 +8,8 @@ import math
 import operator
 import re
 
+from stratos.domains.base import extract_marked_answer
+
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 _BINARY_OPS = {
@@ -49,6 +51,12 @@ def format_number(value: float) -> str:
     if value == int(value):
         return str(int(value))
     return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def extract_number(completion: str) -> str | None:
+    """The '####' answer of a completion as a canonical number string, or None."""
+    value = parse_number(extract_marked_answer(completion))
+    return None if value is None else format_number(value)
 
 
 def safe_eval(expr: str) -> float | None:

@@ -17,8 +17,15 @@ import re
 from pathlib import Path
 
 from stratos.data import DATA_DIR
-from stratos.domains.base import Example, extract_marked_answer
-from stratos.domains.common import format_number, matches_written, numbers_equal, parse_number, safe_eval
+from stratos.domains.base import Example
+from stratos.domains.common import (
+    extract_number,
+    format_number,
+    matches_written,
+    numbers_equal,
+    parse_number,
+    safe_eval,
+)
 from stratos.spec import TaskSpec
 
 VENDORED_DIR = DATA_DIR / "gsm8k"
@@ -66,8 +73,7 @@ class GSM8K:
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def extract(self, completion: str) -> str | None:
-        value = parse_number(extract_marked_answer(completion))
-        return None if value is None else format_number(value)
+        return extract_number(completion)
 
     def score(self, predicted: str | None, gold: str) -> bool:
         return numbers_equal(predicted, gold)
