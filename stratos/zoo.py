@@ -1,0 +1,262 @@
+"""The local model zoo: tokenizers, tiny Qwen2 models and trained teachers, built on this machine.
+
+No model hub is reachable here, so the models every later stage needs are made
+locally and saved with `save_pretrained`; the rest of Stratos loads them with
+`from_pretrained(path)`, the same call that loads a hub id elsewhere.
+
+Everything is cached by content: a directory name carries the hash of its
+recipe (and of the data it was built from), so the same recipe is reused and
+never rebuilt. Builds happen in a temporary directory that is renamed into
+place only when complete, so a crash never leaves a half-written model that a
+later run would mistake for a finished one.
+
+Layout of the zoo directory (env STRATOS_ZOO_DIR, default ~/.cache/stratos/zoo):
+    tokenizer-<domain>-<hash>/   tokenizer files + meta.json
+    model-<size>-<hash>/         random-init weights, tokenizer, meta.json
+    teacher-<domain>-<strength>-<hash>/   trained weights, tokenizer, meta.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from stratos.domains.base import Domain, completion_text
+
+log = logging.getLogger(__name__)
+
+ZOO_ENV = "STRATOS_ZOO_DIR"
+PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+# ChatML, as Qwen models use it. The prompt rendered with add_generation_prompt
+# is an exact prefix of prompt + answer, which completion-only loss relies on.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+MAX_POSITIONS = 2048
+
+# Qwen2 shapes from ~0.5M to ~25M parameters (at a 512-token vocabulary, tied
+# embeddings). Heads are 32 wide; two query heads share a key/value head (GQA).
+SIZES: dict[str, dict[str, int]] = {
+    "nano": {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },  # ~0.56M
+    "micro": {
+        "hidden_size": 192,
+        "intermediate_size": 768,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 3,
+    },  # ~2.3M
+    "mini": {
+        "hidden_size": 320,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 10,
+        "num_key_value_heads": 5,
+    },  # ~7.9M
+    "small": {
+        "hidden_size": 512,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+    },  # ~25M
+}
+
+# How many real builds this process has done, by kind; tests use it to prove a
+# second call reused the cache instead of rebuilding.
+BUILDS: Counter[str] = Counter()
+
+
+def zoo_dir() -> Path:
+    """The zoo's root directory (created on first use)."""
+    root = Path(os.environ.get(ZOO_ENV) or Path.home() / ".cache" / "stratos" / "zoo").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-serialisable recipe."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_build(name: str, recipe: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> Path:
+    """Return zoo/<name>-<hash(recipe)>, running `build(tmp_dir)` only when it does not exist yet.
+
+    `build` writes the artifact into the directory it is given and returns extra
+    metadata; meta.json (recipe + metadata) is written last, then the directory
+    is renamed into place in one step.
+    """
+    final = zoo_dir() / f"{name}-{recipe_hash(recipe)}"
+    if (final / "meta.json").is_file():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=zoo_dir()))
+    try:
+        extra = build(tmp)
+        (tmp / "meta.json").write_text(json.dumps({"recipe": recipe, **extra}, indent=2, default=str))
+        BUILDS[name.split("-")[0]] += 1
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "meta.json").is_file():  # not a concurrent build that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --- tokenizer -------------------------------------------------------------------------
+
+
+def build_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 512) -> Path:
+    """Train a byte-level BPE on `texts` and save it as a chat tokenizer (ChatML) in `out_dir`."""
+    bpe = Tokenizer(models.BPE())
+    # Byte-level: any Unicode (mahjong tiles included) is representable, no unknown token needed.
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, IM_START, IM_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=IM_END, pad_token=PAD, model_max_length=MAX_POSITIONS
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    out_dir = Path(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def domain_texts(domain: Domain, size: int = 2000, seed: int = 0) -> list[str]:
+    """The text a domain's models see: prompts of both formats, completions and role names."""
+    texts = ["system user assistant"]
+    for ex in domain.load("train", size, seed):
+        for message in [*domain.messages(ex.question), *domain.injection_messages(ex.question, ex.answer)]:
+            texts.append(message["content"])
+        texts.append(completion_text(ex.rationale, ex.answer))
+    return texts
+
+
+def domain_tokenizer(domain: Domain, vocab_size: int = 512) -> Path:
+    """The cached tokenizer for a domain, trained on its training text."""
+    texts = domain_texts(domain)
+    data_hash = recipe_hash({"texts": texts})
+    recipe = {"kind": "tokenizer", "domain": domain.name, "data": data_hash, "vocab_size": vocab_size}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        build_tokenizer(texts, tmp, vocab_size)
+        return {"texts": len(texts)}
+
+    return cached_build(f"tokenizer-{domain.name}", recipe, build)
+
+
+# --- random models -----------------------------------------------------------------------
+
+
+def model_config(size: str, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
+    """The Qwen2 config of a named size for a given tokenizer."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size '{size}'; choose one of {sorted(SIZES)}")
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,  # at this scale untied embeddings would be a large share of the weights
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        **SIZES[size],
+    )
+
+
+def build_model(size: str, tokenizer_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A randomly initialised Qwen2ForCausalLM of a named size, saved with its tokenizer in `out_dir`."""
+    tokenizer_dir = Path(tokenizer_dir)
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"no tokenizer at '{tokenizer_dir}'; build one first with build_tokenizer or domain_tokenizer"
+        )
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    config = model_config(size, tokenizer)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Number of (unique) parameters of a saved model."""
+    model = Qwen2ForCausalLM.from_pretrained(model_dir)
+    return sum(p.numel() for p in model.parameters())
+
+
+def random_model(domain: Domain, size: str, seed: int = 0) -> Path:
+    """The cached random-init model of a size with the domain's tokenizer."""
+    tokenizer_dir = domain_tokenizer(domain)
+    recipe = {"kind": "random", "tokenizer": tokenizer_dir.name, "size": SIZES.get(size, size), "seed": seed}
+
+    def build(tmp: Path) -> dict[str, Any]:
+        build_model(size, tokenizer_dir, tmp, seed)
+        return {"size": size, "parameters": count_parameters(tmp)}
+
+    return cached_build(f"model-{size}", recipe, build)
+
+
+# --- teachers ------------------------------------------------------------------------------
+
+Strength = Literal["strong", "weak"]
+
+
+def train_teacher(domain: Domain, strength: Strength, size: str | None = None, seed: int = 0) -> Path:
+    """A teacher trained from random init on the domain to a strength (cached; recipes in stratos.teachers)."""
+    from stratos.teachers import RECIPES, teacher_examples, train_and_measure  # loads TRL only when needed
+
+    if strength not in RECIPES:
+        raise ValueError(f"unknown teacher strength '{strength}'; choose 'strong' or 'weak'")
+    recipe = {**RECIPES[strength], "size": size or RECIPES[strength]["size"]}
+    base = random_model(domain, recipe["size"], seed)
+    examples = teacher_examples(domain, recipe, seed)
+    data = {split: [(ex.question, ex.answer, ex.rationale) for ex in exs] for split, exs in examples.items()}
+    key = {
+        "kind": "teacher",
+        "domain": domain.name,
+        "strength": strength,
+        "base": base.name,
+        "seed": seed,
+        "data": recipe_hash(data),
+        **recipe,
+    }
+
+    def build(tmp: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        meta = train_and_measure(domain, base, tmp, recipe, seed, examples)
+        return {**meta, "wall_time_s": round(time.perf_counter() - started, 1)}
+
+    return cached_build(f"teacher-{domain.name}-{strength}", key, build)

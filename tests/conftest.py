@@ -1,0 +1,137 @@
+"""Shared fixtures: a private model zoo per test session and tiny models built through stratos.zoo.
+
+Every session points STRATOS_ZOO_DIR at a temporary directory, so tests never
+read or write ~/.cache. The tiny models are random-init "nano" Qwen2 models
+(~0.5M parameters) built in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stratos.domains.base import Example, completion_text, extract_marked_answer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id must fail fast, not retry for ~46 s
+
+
+class TinyAddition:
+    """A two-digit addition domain small enough for fixtures; implements stratos.domains.base.Domain."""
+
+    name = "tiny-addition"
+
+    def load(self, split: str, size: int, seed: int) -> list[Example]:
+        rng = random.Random(f"{split}:{seed}")
+        examples = []
+        for k in range(size):
+            a, b = rng.randrange(100), rng.randrange(100)
+            examples.append(
+                Example(f"{split}-{k}", f"What is {a} + {b}?", str(a + b), f"{a} + {b} = {a + b}")
+            )
+        return examples
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": "Solve step by step; end with '#### answer'."},
+            {"role": "user", "content": question},
+        ]
+
+    def injection_messages(self, question: str, answer: str) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": "Explain how the given answer follows."},
+            {"role": "user", "content": f"{question}\nAnswer: {answer}"},
+        ]
+
+    def extract(self, completion: str) -> str | None:
+        return extract_marked_answer(completion)
+
+    def score(self, predicted: str | None, gold: str) -> bool:
+        return predicted is not None and predicted.strip() == gold
+
+    def verify(self, example: Example, completion: str) -> bool:
+        return completion.strip() == completion_text(example.rationale, example.answer)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session-private zoo directory (STRATOS_ZOO_DIR)."""
+    # STRATOS_TEST_ZOO_DIR names a persistent zoo to reuse across runs (slow tests train teachers
+    # for minutes); by default every session gets an empty private one.
+    path = (
+        Path(os.environ["STRATOS_TEST_ZOO_DIR"])
+        if os.environ.get("STRATOS_TEST_ZOO_DIR")
+        else tmp_path_factory.mktemp("zoo")
+    )
+    previous = os.environ.get("STRATOS_ZOO_DIR")
+    os.environ["STRATOS_ZOO_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("STRATOS_ZOO_DIR", None)
+    else:
+        os.environ["STRATOS_ZOO_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_domain() -> TinyAddition:
+    return TinyAddition()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(zoo_dir: Path, tiny_domain: TinyAddition) -> Path:
+    """A byte-level BPE chat tokenizer trained on the tiny domain's text."""
+    from stratos import zoo
+
+    return zoo.domain_tokenizer(tiny_domain)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(zoo_dir: Path, tiny_domain: TinyAddition) -> Path:
+    """A random-init 'nano' Qwen2 model with its tokenizer, loadable with from_pretrained."""
+    from stratos import zoo
+
+    return zoo.random_model(tiny_domain, "nano", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, tiny_domain: TinyAddition, tiny_model_dir: Path
+) -> Path:
+    """The nano model after a few seconds of training on tiny addition: prompt-dependent, non-degenerate text.
+
+    Not a good solver (a teacher comes from stratos.zoo.train_teacher); it only has to write text
+    that differs from prompt to prompt and ends with its end token, as a real model does.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    texts = [
+        tok.apply_chat_template(
+            tiny_domain.messages(ex.question)
+            + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
+            tokenize=False,
+        )
+        for ex in tiny_domain.load("train", 256, seed=0)
+    ]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for step in range(30):
+        batch = tok(
+            texts[(step * 16) % 256 :][:16], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("tiny-trained")
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
