@@ -27,7 +27,7 @@ from stratos.spec import ModelCandidate, TaskSpec  # noqa: E402
 from tasks.select_teacher import select_teacher  # noqa: E402
 from tasks.synthesize import choose_mode, synthesize  # noqa: E402
 
-MAHJONG_SMALL = {"hand_size": 7, "suits": 1, "honors": False}
+MAHJONG_SMALL = {"hand_size": 10, "suits": 1, "honors": False}
 TAUS = (0.25, 0.5, 0.75)
 
 
