@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from stratos import storage
 from stratos.storage import (
@@ -30,24 +27,6 @@ from stratos.storage_s3 import S3Store
 
 MIB = 1024 * 1024
 KEY_ID, SECRET = "AKIDTESTSTORAGE0001", "planted-secret-storage-0001"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, stopped however the tests end."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
