@@ -78,7 +78,7 @@ class Selection:
 def server_objectives(
     servers: pd.DataFrame, constraints: Constraints, settings: ServerSettings
 ) -> pd.DataFrame:
-    """Raw objectives per server: hardware (larger better), cost $/h and latency ms (smaller better)."""
+    """Raw objectives per server (hardware larger better, cost $/h and latency ms smaller better) and its GPUs."""
     hardware = servers["tflops"] if settings.hardware_metric == "tflops" else servers["total_gpu_memory_gb"]
     cost = servers["spot_price"] if settings.use_spot else servers["price"]
     latency = servers["measured_latency_ms"].to_numpy(dtype=float, copy=True)
@@ -94,6 +94,11 @@ def server_objectives(
         "cost_per_hour": cost.to_numpy(dtype=float),
         "latency_ms": latency,
         "total_gpu_memory_gb": servers["total_gpu_memory_gb"].to_numpy(dtype=float),
+        # What later stages need to size models for the chosen server (fit, roofline latency).
+        "accelerator": servers["accelerator"].array,
+        "gpu_count": servers["gpu_count"].to_numpy(dtype=float),
+        "tflops": servers["tflops"].to_numpy(dtype=float),
+        "bandwidth_gbs": servers["bandwidth_gbs"].to_numpy(dtype=float),
     })  # fmt: skip
 
 

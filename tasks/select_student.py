@@ -8,8 +8,12 @@ trip. Candidates that do not fit are dropped with the reason.
 The capacity pre-screen prompts each remaining student with teacher-written
 worked examples (few-shot chain of thought) on a small sample of probe
 questions, and measures accuracy and its gain over the same prompt without the
-examples (zero-shot). Students below `prescreen_threshold` are dropped; of the
-rest, the smallest wins.
+examples (zero-shot). A student's capacity is its better-prompted accuracy of the
+two: models that read demonstrations gain from them, but a model never trained on
+multi-turn prompts can have the capacity and still be thrown by the demo turns
+(the zoo's strong arithmetic model: 100% zero-shot, 0% with two demos). Students
+whose capacity is below `prescreen_threshold` are dropped; of the rest, the
+smallest wins.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class PrescreenResult:
     def gain(self) -> float:
         return self.fewshot_accuracy - self.zeroshot_accuracy
 
+    @property
+    def capacity(self) -> float:
+        """Accuracy under the better of the two prompts: what the pre-screen compares to the threshold."""
+        return max(self.fewshot_accuracy, self.zeroshot_accuracy)
+
 
 @dataclass
 class StudentChoice:
@@ -67,7 +76,10 @@ class StudentChoice:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "prescreen": [{**asdict(p), "gain": p.gain} for p in self.prescreen]}
+        return {
+            **asdict(self),
+            "prescreen": [{**asdict(p), "gain": p.gain, "capacity": p.capacity} for p in self.prescreen],
+        }
 
 
 def training_method(params: int, settings: TrainingSettings) -> str:
@@ -191,15 +203,15 @@ def select_student(candidates: list[ModelCandidate], backends: dict[str, Backend
     results = []
     for f in sorted(fitting, key=lambda f: (f.params or 0, f.name)):
         few, zero = prescreen(backends[f.name], domain, sample, demos, max_new_tokens)
-        results.append(PrescreenResult(f.name, f.params, few, zero, passed=few >= threshold))
+        results.append(PrescreenResult(f.name, f.params, few, zero, passed=max(few, zero) >= threshold))
     passing = [r for r in results if r.passed]
     if not passing:
-        best = max(results, key=lambda r: r.fewshot_accuracy)
+        best = max(results, key=lambda r: r.capacity)
         return StudentChoice(None, fits, results, f"no student reaches pre-screen threshold {threshold:g} "
-                             f"(best: {best.name} at {best.fewshot_accuracy:.3f})")  # fmt: skip
+                             f"(best: {best.name} at {best.capacity:.3f})")  # fmt: skip
     chosen = passing[0]
     reason = (f"{chosen.name}: smallest student passing pre-screen ({chosen.fewshot_accuracy:.3f} few-shot, "
-              f"{chosen.gain:+.3f} over zero-shot, threshold {threshold:g})")  # fmt: skip
+              f"{chosen.zeroshot_accuracy:.3f} zero-shot, threshold {threshold:g})")  # fmt: skip
     return StudentChoice(chosen.name, fits, results, reason)
 
 

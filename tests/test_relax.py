@@ -69,7 +69,7 @@ def test_students_failing_prescreen_relax_step_by_step_until_one_passes(arithmet
     assert [a.failed_stage for a in outcome.attempts] == ["student", None]
     assert "no student reaches pre-screen threshold" in outcome.attempts[0].why
     assert "larger_student: student size cap" in outcome.relaxations[0]
-    screened = {r.name: r.fewshot_accuracy for r in outcome.student.prescreen}
+    screened = {r.name: r.capacity for r in outcome.student.prescreen}
     assert screened["distilled-micro"] >= 0.5 > screened["nano-random"]
     assert "mini-random" not in screened  # still above the relaxed cap: never loaded
 

@@ -200,3 +200,18 @@ def test_grid_cells_cover_1_to_k_without_off_by_one():
     assert g[0].tolist() == [1, k, math.ceil((0.5 + sigma) / r)]
     assert g[1].tolist() == [1, 2, 2]  # (1-0.95+0.01)/0.102 = 0.59 -> 1; (0.1+0.01)/0.102 = 1.08 -> 2
     assert g.min() >= 1 and g.max() <= k
+
+
+def test_the_chosen_row_describes_the_server_for_later_stages():
+    sel = select_server(make_servers([(500, 2, 10, 80), (100, 5, 50, 80)]), LOOSE, SETTINGS)
+    row = sel.row(sel.chosen)
+    for column in (
+        "total_gpu_memory_gb",
+        "gpu_count",
+        "tflops",
+        "bandwidth_gbs",
+        "accelerator",
+        "cost_per_hour",
+        "latency_ms",
+    ):
+        assert column in row.index, column
