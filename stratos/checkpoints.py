@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 from transformers import TrainerCallback
+
+from stratos.files import write_json_atomic
 
 log = logging.getLogger("tasks.train")
 PROGRESS_FILE = "stratos_progress.json"  # per checkpoint: wall time spent up to it
@@ -55,7 +55,7 @@ class Progress(TrainerCallback):
         # Written after the Trainer's own files, so a resumed run can add up wall time.
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         total = self.previous_seconds + self.elapsed()
-        write_json(folder / PROGRESS_FILE, {"step": state.global_step, "wall_time_s": total})
+        write_json_atomic(folder / PROGRESS_FILE, {"step": state.global_step, "wall_time_s": total})
 
 
 def last_complete_checkpoint(checkpoints: Path) -> Path | None:
@@ -70,13 +70,6 @@ def last_complete_checkpoint(checkpoints: Path) -> Path | None:
         if state.get("global_step") == step:
             found.append((step, folder))
     return max(found)[1] if found else None
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON under a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def previous_wall_time(checkpoint: Path | None) -> float:

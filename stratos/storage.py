@@ -35,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from stratos.files import file_digest
+
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"  # last file of a published directory; holds its manifest
@@ -84,15 +86,6 @@ def check_key(key: str) -> str:
             f"'.'/'..' or dot-prefixed parts, no backslashes, and not ending in {MARKER} or {PENDING}"
         )
     return key
-
-
-def _sha256_file(path: Path) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _copy_hashing(src: Path, dest: Path) -> tuple[int, str]:
@@ -323,7 +316,7 @@ class LocalStore(ArtifactStore):
         # A file some other tool put under the root has no sidecar: only its existence can be checked.
         meta = json.loads(sidecar.read_text()) if sidecar.exists() else {"size": None, "sha256": None}
         if dest is None:
-            _verify(self.uri_for(key), key, (meta["size"], meta["sha256"]), _sha256_file(src))
+            _verify(self.uri_for(key), key, (meta["size"], meta["sha256"]), file_digest(src))
             return src
         dest = Path(dest)
         with _temp_beside(dest) as tmp:
@@ -345,7 +338,7 @@ class LocalStore(ArtifactStore):
         entries, src = self._manifest(key), self._path(key)
         if dest is None:
             for e in entries:
-                _verify(self.uri_for(key), e["path"], (e["size"], e["sha256"]), _sha256_file(src / e["path"]))
+                _verify(self.uri_for(key), e["path"], (e["size"], e["sha256"]), file_digest(src / e["path"]))
             return src
         dest = Path(dest)
         with _temp_beside(dest, directory=True) as tmp:

@@ -30,6 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
+from stratos.files import file_digest
 from stratos.storage import (
     MARKER,
     MIB,
@@ -39,7 +40,6 @@ from stratos.storage import (
     ArtifactStore,
     StorageError,
     _parse_manifest,
-    _sha256_file,
     _source_files,
     _swap_dir,
     _temp_beside,
@@ -160,7 +160,7 @@ class S3Store(ArtifactStore):
         )
 
     def put_file(self, key: str, src: str | Path) -> Artifact:
-        size, sha = _sha256_file(Path(src))
+        size, sha = file_digest(Path(src))
         with self._errors(key, "upload"):
             self._upload(Path(src), self._obj(key), sha)
         log.info("stored %s (%d bytes)", self.uri_for(key), size)
@@ -175,7 +175,7 @@ class S3Store(ArtifactStore):
             self._client.put_object(Bucket=self.bucket, Key=f"{base}/{PENDING}", Body=b"")
             self._client.delete_object(Bucket=self.bucket, Key=f"{base}/{MARKER}")
             for name in names:
-                size, sha = _sha256_file(src / name)
+                size, sha = file_digest(src / name)
                 self._upload(src / name, f"{base}/{name}", sha)
                 entries.append({"path": name, "size": size, "sha256": sha})
             marker = manifest_bytes(entries)
@@ -199,7 +199,7 @@ class S3Store(ArtifactStore):
             want = (head["ContentLength"], head.get("Metadata", {}).get("sha256"))
             with _temp_beside(dest) as tmp:
                 self._client.download_file(self.bucket, self._obj(key), str(tmp), Config=self.transfer)
-                _verify(self.uri_for(key), key, want, _sha256_file(tmp))
+                _verify(self.uri_for(key), key, want, file_digest(tmp))
                 os.replace(tmp, dest)
         return dest
 
@@ -229,7 +229,7 @@ class S3Store(ArtifactStore):
                     obj = f"{self._obj(key)}/{e['path']}"
                     self._client.download_file(self.bucket, obj, str(tmp / e["path"]), Config=self.transfer)
                     _verify(
-                        self.uri_for(key), e["path"], (e["size"], e["sha256"]), _sha256_file(tmp / e["path"])
+                        self.uri_for(key), e["path"], (e["size"], e["sha256"]), file_digest(tmp / e["path"])
                     )
                 (tmp / MARKER).write_bytes(marker)
                 _swap_dir(tmp, dest)

@@ -10,7 +10,6 @@ backend's usage account (API prices for endpoints, GPU hours for local models).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stratos.backends.base import Backend, Completion, SamplingParams, Usage
 from stratos.domains.base import Domain, Example
+from stratos.files import write_text_atomic
 
 
 @dataclass
@@ -150,10 +150,7 @@ def write_results(results: dict[str, EvalResult], path: str | Path) -> Path:
     """Write results as JSON via a temporary file, so a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
 
 
 def read_results(path: str | Path) -> dict[str, EvalResult]:

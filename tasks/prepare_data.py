@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from stratos.domains import get_domain
 from stratos.domains.base import Example
+from stratos.files import write_bytes_atomic
 from stratos.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def prepare_data(task: TaskSpec, out_dir: str | Path) -> PreparedData:
     (out / META_FILE).unlink(missing_ok=True)
     for name, examples in splits.items():
         write_parquet([to_row(e) for e in examples], Path(files[name].path))
-    _write_atomic(out / META_FILE, record.model_dump_json(indent=2).encode())
+    write_bytes_atomic(out / META_FILE, record.model_dump_json(indent=2).encode())
     return record
 
 
@@ -166,15 +167,6 @@ def write_parquet(rows: list[dict], path: Path, features: datasets.Features | No
         tmp.unlink(missing_ok=True)
         if not bars_were_off:
             datasets.enable_progress_bars()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_examples(path: str | Path) -> list[Example]:

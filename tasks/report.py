@@ -25,7 +25,6 @@ It is applied to both models alike, so the comparison stays fair.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stratos.estimates import decode_latency_ms, load_config
+from stratos.files import write_text_atomic
 from stratos.scoring import candidate_scores
 from tasks.evaluate import EvalResult
 
@@ -189,18 +189,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(report: Mapping[str, Any], out_dir: str | Path) -> dict[str, str]:
     """Write report.json and report.md into `out_dir` (each via a temporary name); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "report.md", report_markdown(report))
-    _write_atomic(out / "report.json", json.dumps(report, indent=2, default=str))  # last: marks it complete
+    write_text_atomic(out / "report.md", report_markdown(report))
+    write_text_atomic(
+        out / "report.json", json.dumps(report, indent=2, default=str)
+    )  # last: marks it complete
     return {"markdown": str(out / "report.md"), "json": str(out / "report.json")}
 
 

@@ -27,7 +27,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stratos.backends.base import Backend, Messages, SamplingParams
-from stratos.domains.base import Domain, Example, completion_text
+from stratos.domains.base import Domain, Example
 from stratos.estimates import count_params, decode_latency_ms, footprint, load_config
 from stratos.spec import Constraints, ModelCandidate, TrainingSettings
 from tasks.evaluate import EvalResult, evaluate
@@ -213,11 +213,6 @@ def select_student(candidates: list[ModelCandidate], backends: dict[str, Backend
     reason = (f"{chosen.name}: smallest student passing pre-screen ({chosen.fewshot_accuracy:.3f} few-shot, "
               f"{chosen.zeroshot_accuracy:.3f} zero-shot, threshold {threshold:g})")  # fmt: skip
     return StudentChoice(chosen.name, fits, results, reason)
-
-
-def demo_completion(example: Example) -> str:
-    """A reference demo for domains with reference rationales (used when no teacher is at hand)."""
-    return completion_text(example.rationale, example.answer)
 
 
 select_student_task = task(select_student, name="select-student", cache_policy=NO_CACHE)

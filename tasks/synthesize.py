@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 
 from stratos.backends.base import Backend, Messages, SamplingParams
 from stratos.domains.base import ANSWER_MARK, Domain, Example
+from stratos.files import write_json_atomic, write_text_atomic
 from tasks.prepare_data import write_parquet
 
 Mode = Literal["alignment", "injection"]
@@ -211,10 +213,8 @@ def synthesize(
 
 
 def _rewrite_log(path: Path, done: dict[str, list[dict[str, Any]]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps({"question_id": k, "samples": v}, ensure_ascii=False) + "\n" for k, v in done.items()),
-                   encoding="utf-8")  # fmt: skip
-    os.replace(tmp, path)
+    lines = (json.dumps({"question_id": k, "samples": v}, ensure_ascii=False) + "\n" for k, v in done.items())
+    write_text_atomic(path, "".join(lines))
 
 
 def _write_outputs(out: Path, backend: Backend, domain: Domain, examples: list[Example],
@@ -232,9 +232,7 @@ def _write_outputs(out: Path, backend: Backend, domain: Domain, examples: list[E
     accepted = [r for r in rows if r["verdict"] == ACCEPTED]
     write_parquet(rows, out / "samples.parquet", SAMPLE_FEATURES)
     write_parquet(accepted, out / "train.parquet", SAMPLE_FEATURES)
-    verdicts: dict[str, int] = {}
-    for r in rows:
-        verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+    verdicts = dict(Counter(r["verdict"] for r in rows))
     usage = backend.usage
     report = SynthesisReport(
         mode=mode, teacher=backend.name, questions=len(examples), samples=len(rows), accepted=len(accepted),
@@ -244,9 +242,7 @@ def _write_outputs(out: Path, backend: Backend, domain: Domain, examples: list[E
         cost_usd=usage.cost_usd - before.cost_usd, seconds=usage.seconds - before.seconds,
         resumed_questions=resumed, train_path=str(out / "train.parquet"), samples_path=str(out / "samples.parquet"),
     )  # fmt: skip
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report.to_dict(), indent=2))
-    os.replace(tmp, out / "report.json")
+    write_json_atomic(out / "report.json", report.to_dict())
     return report
 
 

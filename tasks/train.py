@@ -38,7 +38,6 @@ it trades compute for memory that these models do not need.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -57,9 +56,10 @@ from prefect.cache_policies import NO_CACHE
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
 import stratos
-from stratos.checkpoints import Progress, last_complete_checkpoint, previous_wall_time, write_json
+from stratos.checkpoints import Progress, last_complete_checkpoint, previous_wall_time
 from stratos.domains.base import Domain
 from stratos.estimates import count_params, load_config
+from stratos.files import file_digest, write_json_atomic
 from stratos.rewards import REWARD_WEIGHTS, domain_rewards
 from stratos.spec import TrainingSettings
 from tasks.select_student import FULL_FINETUNE_MAX_PARAMS, training_method
@@ -139,14 +139,6 @@ def resolve_method(base: Path, settings: TrainingSettings, method: str | None) -
     return training_method(count_params(load_config(base)), settings)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def code_version() -> dict[str, str | None]:
     """stratos.__version__ and the git commit of the checkout, when there is one."""
     try:
@@ -199,7 +191,7 @@ def _claim(out: Path, key: dict[str, Any]) -> None:
             )
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
-    write_json(marker, key)
+    write_json_atomic(marker, key)
 
 
 # --- trainers ------------------------------------------------------------------------------
@@ -365,7 +357,7 @@ def train_student(
         check_grpo_batch(settings)
     data_path = Path(train_parquet).expanduser()
     out = Path(out_dir).expanduser()
-    key = _run_key(base, sha256_file(data_path), method, settings, seed)
+    key = _run_key(base, file_digest(data_path)[1], method, settings, seed)
     if (out / "meta.json").is_file():
         return _reuse(out, key)
     _claim(out, key)
@@ -396,7 +388,7 @@ def train_student(
 
     model_dir, adapter_dir = save_outputs(trainer.model, tokenizer, out)
     history = trainer.state.log_history
-    write_json(out / "train_log.json", {"log_history": history})
+    write_json_atomic(out / "train_log.json", {"log_history": history})
     losses = [h["loss"] for h in history if "loss" in h]
     outcome = TrainResult(
         out_dir=str(out), model_dir=str(model_dir), adapter_dir=str(adapter_dir) if adapter_dir else None,
@@ -413,7 +405,7 @@ def train_student(
         "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "code_version": code_version(),
     }  # fmt: skip
-    write_json(out / "meta.json", meta)  # last: its presence marks the run finished
+    write_json_atomic(out / "meta.json", meta)  # last: its presence marks the run finished
     log.info("trained %s: %d steps in %.0fs, loss %s -> %s", method, outcome.steps, wall,
              outcome.loss_first, outcome.loss_last)  # fmt: skip
     return outcome
