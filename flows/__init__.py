@@ -1,3 +1,27 @@
-"""Stratos flows."""
+"""Stratos flows: `distill` (the pipeline) and `stratos-stage` (one GPU stage on a worker).
 
-import stratos  # noqa: F401  (sets the offline environment before any library import)
+`run_flow(spec)` is the Python entry point: a DistillSpec, a spec dict or a
+path to a YAML spec in, a DistillResult out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import stratos  # noqa: F401  (offline environment defaults before Prefect is imported)
+from stratos.spec import DistillSpec, load_spec, parse_spec
+
+
+def run_flow(spec: DistillSpec | dict[str, Any] | str | Path):
+    """Run the `distill` flow on a spec and return its DistillResult (raises on a failed run)."""
+    from flows.distill import distill
+
+    if isinstance(spec, str | Path):
+        spec = load_spec(spec)
+    elif isinstance(spec, dict):
+        spec = parse_spec(spec)
+    return distill(spec)
+
+
+__all__ = ["run_flow"]

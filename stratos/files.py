@@ -44,3 +44,19 @@ def file_digest(path: str | Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+def dir_digest(path: str | Path) -> str:
+    """sha256 over every file of a directory (relative path, size and content hash), in a stable order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        size, sha = file_digest(file)
+        digest.update(f"{file.relative_to(root).as_posix()}\0{size}\0{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of a file or a directory (see dir_digest)."""
+    path = Path(path)
+    return dir_digest(path) if path.is_dir() else file_digest(path)[1]

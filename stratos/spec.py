@@ -254,6 +254,73 @@ class RelaxPolicy(_Section):
     )
 
 
+class StorageSettings(_Section):
+    """Where the run's artifacts (datasets, models, reports) are kept."""
+
+    uri: str | None = Field(
+        None,
+        description="Artifact store root: a local path, file:///dir, or s3://bucket/prefix. Empty: "
+        "$STRATOS_HOME/artifacts (./.stratos/artifacts).",
+    )
+    block: str | None = Field(
+        None,
+        description="Name of a saved 'Stratos Artifact Store' block (S3 credentials live there); "
+        "wins over uri.",
+    )
+
+
+class WorkerSettings(_Section):
+    """Which Prefect work pool runs the GPU stages of the chosen server; none: run them in-process."""
+
+    pools_block: str | None = Field(
+        None, description="Name of a saved 'Stratos Worker Pools' block mapping servers to pools."
+    )
+    pools: dict[str, str] = Field(
+        default_factory=dict,
+        description="Inline mapping: server id or glob over id / 'cloud:accelerator' -> 'pool' or 'pool/queue'.",
+    )
+    naming_convention: str = Field(
+        "",
+        description="Pool name for servers not in pools, e.g. 'stratos-{cloud}-{accelerator}'. Empty: "
+        "such servers run stages in-process (the embedded default).",
+    )
+    wait_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a server's pool may lack a live worker before the stage fails over to the "
+        "next server on the Pareto front.",
+    )
+    heartbeat_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="A worker silent for this long is taken as lost; the stage is retried (and resumes).",
+    )
+    stage_timeout_s: float = Field(
+        6 * 3600.0, gt=0, description="Longest a dispatched stage may run before it is given up."
+    )
+
+
+class DeploySettings(_Section):
+    """The deployment stage: serve the student behind an OpenAI-compatible endpoint."""
+
+    enabled: bool = Field(True, description="Serve the student at the end of the run.")
+    backend: Literal["auto", "cpu", "vllm"] = Field(
+        "auto",
+        description="vllm: `vllm serve` (needs a GPU and STRATOS_VLLM or vllm on PATH); cpu: the built-in "
+        "server; auto: vllm where a GPU and vllm are present, else cpu.",
+    )
+    host: str = Field("127.0.0.1", description="Interface the endpoint listens on.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port; empty picks a free one.")
+    parity_size: int = Field(
+        32, ge=1, description="Test questions the served model answers to check parity with evaluation."
+    )
+    parity_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Largest accuracy gap between served model and evaluation allowed."
+    )
+    startup_timeout_s: float = Field(180.0, gt=0, description="How long the server may take to be healthy.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory to use.")
+
+
 class DistillSpec(_Section):
     """Everything one Stratos run needs."""
 
@@ -274,6 +341,11 @@ class DistillSpec(_Section):
     )
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training settings.")
     relax: RelaxPolicy = Field(default_factory=RelaxPolicy, description="Constraint-violation loop policy.")
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="Artifact store.")
+    workers: WorkerSettings = Field(
+        default_factory=WorkerSettings, description="Prefect work pools that run GPU stages on servers."
+    )
+    deploy: DeploySettings = Field(default_factory=DeploySettings, description="Serving the student.")
 
     @model_validator(mode="after")
     def _hourly_cap_within_budget(self) -> DistillSpec:

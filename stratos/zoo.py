@@ -260,3 +260,32 @@ def train_teacher(domain: Domain, strength: Strength, size: str | None = None, s
         return {**meta, "wall_time_s": round(time.perf_counter() - started, 1)}
 
     return cached_build(f"teacher-{domain.name}-{strength}", key, build)
+
+
+# --- references from a spec ------------------------------------------------------------------
+
+ZOO_PREFIX = "zoo:"
+_TEACHER_REFS = {"teacher-strong": "strong", "teacher-weak": "weak"}
+
+
+def is_zoo_ref(model: str) -> bool:
+    """Whether a spec's model field names a zoo model (`zoo:nano`, `zoo:teacher-weak`, ...)."""
+    return model.startswith(ZOO_PREFIX)
+
+
+def resolve(model: str, domain: Domain, seed: int = 0) -> str:
+    """The local path of a spec model reference; zoo references are built on first use (then cached).
+
+    `zoo:<size>` is a random-init student of that size with the domain's tokenizer;
+    `zoo:teacher-strong` / `zoo:teacher-weak` is a teacher trained on the domain.
+    Anything else (a path, a hub id, an endpoint's model name) is returned unchanged.
+    """
+    if not is_zoo_ref(model):
+        return model
+    name = model.removeprefix(ZOO_PREFIX)
+    if name in SIZES:
+        return str(random_model(domain, name, seed))
+    if name in _TEACHER_REFS:
+        return str(train_teacher(domain, _TEACHER_REFS[name], seed=seed))  # type: ignore[arg-type]
+    known = ", ".join([f"zoo:{s}" for s in SIZES] + [f"zoo:{t}" for t in _TEACHER_REFS])
+    raise ValueError(f"unknown zoo model '{model}'; use one of {known}")

@@ -81,6 +81,9 @@ def _serving(result: EvalResult, model: str | Path | None, server: Mapping[str, 
         per_million, source = result.cost_usd / result.completion_tokens * 1e6, "api-price"
     elif tps > 0:
         per_million = usd_per_million_tokens(server_price(server), tps)
+    elif result.completion_tokens == 0 and result.n > 0:
+        # Replayed completions (a stored teacher) with no token counts: paid for already, nothing to serve.
+        per_million, source = 0.0, "recorded"
     else:
         raise ValueError(
             f"model '{result.backend}' has no local config and no measured tokens/s; cannot price serving"

@@ -55,6 +55,14 @@ class Selection:
     def row(self, server_id: str) -> pd.Series:
         return self.servers.loc[self.servers["id"] == server_id].iloc[0]
 
+    def front_ranked(self) -> list[str]:
+        """The chosen server, then the rest of the front nearest the ideal point first (fail-over order)."""
+        rows = self.servers[self.servers["id"].isin(self.front) & (self.servers["id"] != self.chosen)]
+        cols = [c for c in ("norm_hardware", "norm_cost", "norm_latency") if c in rows]
+        distance = ((1.0 - rows[cols]) ** 2).sum(axis=1) if cols else pd.Series(0.0, index=rows.index)
+        rest = rows.assign(_d=distance).sort_values(["_d", "id"])["id"].tolist()
+        return ([self.chosen] if self.chosen else []) + rest
+
     def to_json(self) -> dict:
         """The `stratos plan --json` object."""
         cols = ["id", "hardware", "cost_per_hour", "latency_ms", "feasible"]
