@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CONTENT = INPUTS + TASK_SOURCE  # inputs identify content: hashes and content-named URIs
 STAGE_CACHE = (INPUTS - "dispatcher") + TASK_SOURCE  # where a stage runs does not change what it makes
+# The training settings a student's fit depends on; a new learning rate must not re-run the pre-screen.
+FIT_FIELDS = {"method", "max_seq_length", "per_device_train_batch_size", "lora_r"}
 
 
 def digest(*parts: Any) -> str:
@@ -77,7 +79,7 @@ def open_store(spec: DistillSpec) -> ArtifactStore:
     return from_uri(spec.storage.uri) if spec.storage.uri else LocalStore(stratos_home() / "artifacts")
 
 
-@task(name="prepare-data", cache_policy=CONTENT, persist_result=True)
+@task(name="prepare-data", task_run_name="prepare-data", cache_policy=CONTENT, persist_result=True)
 def prepare_data_stage(task_spec: dict[str, Any], store_uri: str) -> dict[str, Any]:
     """Draw the splits and publish them as data/<hash>/{train,probe,test}.parquet."""
     from flows.stages import work_dir
@@ -92,7 +94,7 @@ def prepare_data_stage(task_spec: dict[str, Any], store_uri: str) -> dict[str, A
                        for n, s in prepared.splits.items()}}  # fmt: skip
 
 
-@task(name="resolve-models", cache_policy=NO_CACHE)
+@task(name="resolve-models", task_run_name="resolve-models", cache_policy=NO_CACHE)
 def resolve_models(spec: DistillSpec) -> dict[str, dict[str, Any]]:
     """Every candidate with a local path (zoo models built on first use) and its content hash."""
     from pathlib import Path
@@ -118,7 +120,7 @@ def resolve_models(spec: DistillSpec) -> dict[str, dict[str, Any]]:
 # --- the constraint loop: select server -> teacher -> student, relax and loop back ------------------
 
 
-@task(name="select-server", cache_policy=CONTENT, persist_result=True)
+@task(name="select-server", task_run_name="select-server", cache_policy=CONTENT, persist_result=True)
 def select_server_stage(constraints: dict[str, Any], servers: dict[str, Any]):
     from stratos.spec import Constraints, ServerSettings
     from tasks.catalog import load_catalogs
@@ -129,7 +131,7 @@ def select_server_stage(constraints: dict[str, Any], servers: dict[str, Any]):
     return select_server(table, Constraints.model_validate(constraints), settings, with_baselines=True)
 
 
-@task(name="select-teacher", cache_policy=CONTENT, persist_result=True)
+@task(name="select-teacher", task_run_name="select-teacher", cache_policy=CONTENT, persist_result=True)
 def select_teacher_stage(teachers: list[dict[str, Any]], shas: list[str], task_spec: dict[str, Any],
                          probe_uri: str, budget_usd: float, generations: int, memory_gib: float,
                          price_per_hour: float, max_new_tokens: int):  # fmt: skip
@@ -148,7 +150,9 @@ def select_teacher_stage(teachers: list[dict[str, Any]], shas: list[str], task_s
                           price_per_hour, max_new_tokens)  # fmt: skip
 
 
-@task(name="prescreen-students", cache_policy=CONTENT, persist_result=True)
+@task(
+    name="prescreen-students", task_run_name="prescreen-students", cache_policy=CONTENT, persist_result=True
+)
 def prescreen_stage(students: list[dict[str, Any]], shas: list[str], teacher: dict[str, Any], teacher_sha: str,
                     teacher_probe: Any, task_spec: dict[str, Any], probe_uri: str, server: dict[str, Any],
                     constraints: dict[str, Any], training: dict[str, Any], strategy: dict[str, Any]):  # fmt: skip
@@ -207,7 +211,7 @@ def constraint_loop(spec: DistillSpec, models: dict[str, dict[str, Any]], data: 
         return named(prescreen_stage, "student")(
             [c["candidate"] for c in students], [c["sha256"] for c in students], chosen["candidate"],
             chosen["sha256"], teacher_choice.probe, s.task.model_dump(), probe_uri, row,
-            s.constraints.model_dump(), s.training.model_dump(), s.strategy.model_dump(),
+            s.constraints.model_dump(), s.training.model_dump(include=FIT_FIELDS), s.strategy.model_dump(),
         )  # fmt: skip
 
     return run_constraint_loop(spec, server, teacher, student, sorted(_student_sizes(models)))
@@ -229,7 +233,7 @@ def _student_sizes(models: dict[str, dict[str, Any]]) -> set[int]:
 # --- strategy, then the GPU stages -------------------------------------------------------------
 
 
-@task(name="choose-strategy", cache_policy=CONTENT, persist_result=True)
+@task(name="choose-strategy", task_run_name="choose-strategy", cache_policy=CONTENT, persist_result=True)
 def choose_strategy(teacher_accuracy: float, tau: float, force: str | None) -> dict[str, str]:
     from tasks.synthesize import choose_mode
 
@@ -237,31 +241,31 @@ def choose_strategy(teacher_accuracy: float, tau: float, force: str | None) -> d
     return {"mode": mode, "reason": reason}
 
 
-@task(name="synthesize", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
+@task(name="synthesize", task_run_name="synthesize", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
       retry_condition_fn=transient)  # fmt: skip
 def synthesize_task(args: dict[str, Any], dispatcher: Dispatcher) -> dict[str, Any]:
     return dispatcher.run("synthesize", args)
 
 
-@task(name="train", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
+@task(name="train", task_run_name="train", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
       retry_condition_fn=transient)  # fmt: skip
 def train_task(args: dict[str, Any], dispatcher: Dispatcher) -> dict[str, Any]:
     return dispatcher.run("train", args)
 
 
-@task(name="evaluate", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
+@task(name="evaluate", task_run_name="evaluate", cache_policy=STAGE_CACHE, persist_result=True, retries=2, retry_delay_seconds=2,
       retry_condition_fn=transient)  # fmt: skip
 def evaluate_task(args: dict[str, Any], dispatcher: Dispatcher) -> dict[str, Any]:
     return dispatcher.run("evaluate", args)
 
 
-@task(name="deploy", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=2,
+@task(name="deploy", task_run_name="deploy", cache_policy=STAGE_CACHE, persist_result=True, retries=1, retry_delay_seconds=2,
       retry_condition_fn=transient)  # fmt: skip
 def deploy_task(args: dict[str, Any], dispatcher: Dispatcher) -> dict[str, Any]:
     return dispatcher.run("deploy", args)
 
 
-@task(name="report", cache_policy=CONTENT, persist_result=True)
+@task(name="report", task_run_name="report", cache_policy=CONTENT, persist_result=True)
 def report_stage(store_uri: str, key: str, summary: dict[str, Any], teacher_eval_uri: str, student_eval_uri: str,
                  server: dict[str, Any], train_meta_uri: str, student_model_uri: str,
                  teacher_model: str) -> dict[str, Any]:  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import pytest
 from stratos.domains.base import Example, completion_text, extract_marked_answer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id must fail fast, not retry for ~46 s
+# Prefect reads its settings on import: give the session its own Prefect home (database, results)
+# and artifact home, and never talk to a server the developer's shell points at.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="stratos-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ["STRATOS_HOME"] = str(_SESSION_HOME / "stratos")
+os.environ.pop("PREFECT_API_URL", None)
 
 
 class TinyAddition:

@@ -1,0 +1,184 @@
+"""The `distill` flow on the embedded default: a real Prefect run (ephemeral server), real models.
+
+The tiny spec distils a recorded teacher (the domain's reference rationales,
+replayed by the stored backend) into a random-init zoo "nano" student on
+one-digit addition: every stage runs for real in seconds. Task run states are
+read back from Prefect's API to show what was cached.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stratos.domains import get_domain
+from stratos.domains.base import completion_text
+from stratos.spec import SpecError, TaskSpec
+
+TASK = {"domain": "arithmetic", "options": {"digits": 1}, "train_size": 48, "probe_size": 16, "test_size": 24}
+
+
+@pytest.fixture(scope="module")
+def recorded_teacher(tmp_path_factory) -> Path:
+    """A stored teacher: the domain's reference rationales for every question it can be asked."""
+    domain = get_domain(TaskSpec(**TASK))
+    rows = [
+        {"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
+        for split, n in (("train", 400), ("test", 100))
+        for ex in domain.load(split, n, 0)
+    ]
+    path = tmp_path_factory.mktemp("teacher") / "recorded.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def tiny_spec(teacher: Path, **sections) -> dict:
+    spec = {
+        "name": "tiny",
+        "task": TASK,
+        "constraints": {"region": "us-east", "budget_usd": 200, "max_latency_ms": 200},
+        "teachers": [{"name": "recorded", "kind": "stored", "model": str(teacher)}],
+        "students": [{"name": "nano", "model": "zoo:nano"}],
+        "strategy": {"num_samples": 1, "max_new_tokens": 24, "prescreen_size": 8, "prescreen_demos": 1},
+        "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 3e-3},
+        "deploy": {"enabled": False},
+    }
+    spec.update(sections)
+    return spec
+
+
+def run(spec: dict):
+    """Run the flow; return its DistillResult and {task run name: state name}."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.distill import distill
+    from stratos.spec import parse_spec
+
+    state = distill(parse_spec(spec), return_state=True)
+    result = state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    return result, {r.name: r.state.name for r in runs}
+
+
+COMPUTE = ["prepare-data", "select-server-0", "select-teacher-0", "prescreen-students-0", "choose-strategy",
+           "synthesize", "train", "evaluate-teacher", "evaluate-student", "report"]  # fmt: skip
+
+
+def test_embedded_run_completes_then_is_cached_then_reruns_only_from_training(recorded_teacher):
+    first, states = run(tiny_spec(recorded_teacher))
+    assert first.status == "trained"
+    assert first.choices["strategy"]["mode"] == "alignment"  # the recorded teacher is always right
+    assert first.metrics["teacher_accuracy"] == 1.0
+    assert first.metrics["synthesis"]["accepted"] == 48
+    assert first.metrics["training"]["steps"] > 0 and first.metrics["training"]["loss_last"] is not None
+    assert Path(first.artifacts["model"].removeprefix("file://"), "config.json").is_file()
+    assert "Student vs teacher" in first.report_markdown
+    assert all(states[name] == "Completed" for name in COMPUTE), states
+
+    second, states = run(tiny_spec(recorded_teacher))
+    assert all(states[name] == "Cached" for name in COMPUTE), states
+    assert second.artifacts == first.artifacts and second.metrics == first.metrics
+
+    changed = tiny_spec(
+        recorded_teacher, training={**tiny_spec(recorded_teacher)["training"], "learning_rate": 1e-3}
+    )
+    third, states = run(changed)
+    upstream = ["prepare-data", "select-server-0", "select-teacher-0", "prescreen-students-0", "choose-strategy",
+                "synthesize", "evaluate-teacher"]  # fmt: skip
+    assert all(states[name] == "Cached" for name in upstream), states
+    assert all(states[name] == "Completed" for name in ("train", "evaluate-student", "report")), states
+    assert third.artifacts["model"] != first.artifacts["model"]
+
+
+@pytest.fixture(scope="module")
+def capable_student(tmp_path_factory) -> Path:
+    """A micro model that has memorised the probe questions the pre-screen asks: a student with capacity."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stratos import zoo
+    from tasks.prepare_data import draw_splits
+
+    task = TaskSpec(**TASK)
+    domain = get_domain(task)
+    base = zoo.random_model(domain, "micro")  # larger than the size cap the test sets
+    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
+    probe = draw_splits(task)["probe"][:8]
+    texts = [
+        tok.apply_chat_template(
+            domain.messages(ex.question)
+            + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
+            tokenize=False,
+        )
+        for ex in probe
+    ]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(150):
+        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        model(
+            **batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        ).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out = tmp_path_factory.mktemp("capable")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_loop_back_relaxes_until_a_student_passes_prescreen(recorded_teacher, capable_student):
+    from stratos.estimates import count_params, load_config
+
+    nano_params = count_params(load_config(str(_zoo_nano())))
+    spec = tiny_spec(
+        recorded_teacher,
+        students=[{"name": "nano", "model": "zoo:nano"}, {"name": "capable", "model": str(capable_student)}],
+        constraints={**tiny_spec(recorded_teacher)["constraints"], "max_student_params": nano_params},
+        strategy={**tiny_spec(recorded_teacher)["strategy"], "prescreen_threshold": 0.5},
+        relax={"steps": [{"action": "higher_budget"}, {"action": "larger_student"}]},
+    )
+    result, states = run(spec)
+    # Iteration 0 and 1 pre-screen only 'nano' (the cap keeps 'capable' out) and it fails; the second
+    # relaxation admits the larger student, which passes at iteration 2.
+    assert [states.get(f"prescreen-students-{i}") for i in range(3)] == ["Completed"] * 3
+    assert [states.get(f"select-server-{i}") for i in range(3)] == ["Completed"] * 3
+    iterations = result.loop["iterations"]
+    assert [a["failed_stage"] for a in iterations] == ["student", "student", None]
+    assert "larger_student" in result.loop["relaxations"][1]
+    assert result.choices["student"]["name"] == "capable"
+    assert result.status == "trained"
+
+
+def _zoo_nano() -> Path:
+    from stratos import zoo
+
+    return zoo.random_model(get_domain(TaskSpec(**TASK)), "nano")
+
+
+def test_impossible_spec_ends_in_the_infeasible_report(recorded_teacher):
+    spec = tiny_spec(
+        recorded_teacher,
+        constraints={"region": "australia", "budget_usd": 2, "max_latency_ms": 5, "min_gpu_memory_gb": 4000},
+        relax={"steps": [{"action": "higher_budget"}, {"action": "larger_server"}]},
+    )
+    result, states = run(spec)
+    assert result.status == "infeasible"
+    assert "INFEASIBLE" in result.loop["report"] and len(result.loop["iterations"]) == 3
+    assert "synthesize" not in states and "train" not in states
+
+
+def test_a_spec_without_task_or_candidates_fails_before_any_work():
+    from flows import run_flow
+
+    with pytest.raises(SpecError, match="'task' is required"):
+        run_flow({"name": "x"})
+    with pytest.raises(SpecError, match="'students' is empty"):
+        run_flow({"task": TASK, "teachers": [{"name": "t", "kind": "stored", "model": "x.jsonl"}]})
