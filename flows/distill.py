@@ -55,6 +55,13 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
+def say(message: str) -> None:
+    """Progress for the person watching: the run's log (terminal and Prefect UI)."""
+    from prefect import get_run_logger
+
+    get_run_logger().info(message)
+
+
 # --- set-up ---------------------------------------------------------------------------------
 
 
@@ -291,21 +298,21 @@ def report_stage(store_uri: str, key: str, summary: dict[str, Any], teacher_eval
 # --- the flow ----------------------------------------------------------------------------------
 
 
-@flow(name="distill", log_prints=True, persist_result=True)
+@flow(name="distill", persist_result=True)
 def distill(spec: DistillSpec) -> DistillResult:
     """Distil a teacher into a student for spec.task under spec.constraints, deploy it, and report."""
     check_runnable(spec)
     assert spec.task is not None
     store = open_store(spec)
     store_uri = store.uri_for("")
-    print(f"[1/9] preparing data for '{spec.task.domain}' in {store_uri}")
+    say(f"[1/9] preparing data for '{spec.task.domain}' in {store_uri}")
     data = prepare_data_stage(spec.task.model_dump(), store_uri)
-    print("[2/9] resolving teacher and student models (zoo models are built on first use)")
+    say("[2/9] resolving teacher and student models (zoo models are built on first use)")
     models = resolve_models(spec)
 
-    print("[3/9] selecting server, teacher and student (relaxing constraints if none passes)")
+    say("[3/9] selecting server, teacher and student (relaxing constraints if none passes)")
     loop = constraint_loop(spec, models, data)
-    print(loop.report())
+    say(loop.report())
     if not loop.feasible:
         result = DistillResult.infeasible(spec, loop)
         write_report_artifacts(result, None, None)
@@ -320,29 +327,29 @@ def distill(spec: DistillSpec) -> DistillResult:
     )
 
     strategy = choose_strategy(teacher.accuracy, spec.strategy.tau, spec.strategy.force_mode)
-    print(f"[4/9] strategy: {strategy['reason']}")
+    say(f"[4/9] strategy: {strategy['reason']}")
     t_model, s_model = models[teacher.chosen], models[student.chosen]
     task_dict = spec.task.model_dump()
     synth_args = {"task": task_dict, "teacher": t_model["candidate"], "train_uri": data["splits"]["train"]["uri"],
                   "mode": strategy["mode"], "strategy": spec.strategy.model_dump()}  # fmt: skip
     synth_key = digest("synthesize", synth_args, t_model["sha256"], data["sha256"])
-    print(f"[5/9] synthesizing training data with {teacher.chosen} ({strategy['mode']})")
+    say(f"[5/9] synthesizing training data with {teacher.chosen} ({strategy['mode']})")
     synth = synthesize_task({**synth_args, "store_uri": store_uri, "key": synth_key}, dispatcher)
 
     method = next(f.method for f in student.fits if f.name == student.chosen)
     train_args = {"task": task_dict, "base_model": s_model["candidate"]["model"], "synthesis_uri": synth["uri"],
                   "training": spec.training.model_dump(), "method": method, "seed": spec.task.seed}  # fmt: skip
     train_key = digest("train", train_args, s_model["sha256"], synth["train_sha256"])
-    print(f"[6/9] training {student.chosen} ({method}) on {synth['report']['accepted']} examples")
+    say(f"[6/9] training {student.chosen} ({method}) on {synth['report']['accepted']} examples")
     trained = train_task({**train_args, "store_uri": store_uri, "key": train_key}, dispatcher)
 
-    print("[7/9] evaluating teacher and student on the held-out split")
+    say("[7/9] evaluating teacher and student on the held-out split")
     test_uri = data["splits"]["test"]["uri"]
-    student_cand = {**s_model["candidate"], "model": trained["model_uri"].removeprefix("file://")}
+    student_cand = {**s_model["candidate"], "model": trained["model_uri"]}
     evals = {}
     for role, cand, sha in (("teacher", t_model["candidate"], t_model["sha256"]),
                             ("student", student_cand, trained["model_sha256"])):  # fmt: skip
-        args = {"task": task_dict, "model": _local(cand), "test_uri": test_uri,
+        args = {"task": task_dict, "model": cand, "test_uri": test_uri,
                 "max_new_tokens": spec.strategy.max_new_tokens}  # fmt: skip
         key = digest("evaluate", args, sha, data["sha256"])
         evals[role] = evaluate_task.with_options(task_run_name=f"evaluate-{role}")(
@@ -351,31 +358,20 @@ def distill(spec: DistillSpec) -> DistillResult:
 
     endpoint = None
     if spec.deploy.enabled:
-        print("[8/9] deploying the student (health, smoke and parity checks)")
+        say("[8/9] deploying the student (health, smoke and parity checks)")
         endpoint = deploy(spec, store_uri, task_dict, trained, evals["student"], test_uri, dispatcher)
     else:
-        print("[8/9] deployment disabled (deploy.enabled = false)")
+        say("[8/9] deployment disabled (deploy.enabled = false)")
 
     summary = DistillResult.summary(spec, loop, strategy, synth, trained, evals, endpoint, dispatcher)
-    print("[9/9] writing the report")
+    say("[9/9] writing the report")
     report = report_stage(store_uri, digest("report", summary), summary, evals["teacher"]["uri"],
                           evals["student"]["uri"], server_row, trained["meta_uri"], trained["model_uri"],
                           t_model["candidate"]["model"])  # fmt: skip
     result = DistillResult.completed(spec, summary, report, data, synth, trained, evals, endpoint)
     write_report_artifacts(result, selection, report["markdown"])
-    print(report["markdown"])
+    say(report["markdown"])
     return result
-
-
-def _local(candidate: dict[str, Any]) -> dict[str, Any]:
-    """A candidate whose model is a file:// artifact URI, as the local path the backends load."""
-    from urllib.parse import unquote
-
-    model = candidate["model"]
-    return {
-        **candidate,
-        "model": unquote(model.removeprefix("file://")) if model.startswith("file://") else model,
-    }
 
 
 def deploy(spec: DistillSpec, store_uri: str, task_dict: dict[str, Any], trained: dict[str, Any],

@@ -50,8 +50,13 @@ def _domain(task: dict[str, Any]):
 
 
 def _backend(candidate: dict[str, Any]):
+    """The candidate's backend; a model given as an artifact URI (a trained student) is fetched first."""
     from stratos.backends.factory import from_candidate
+    from stratos.storage import fetch
 
+    model = candidate["model"]
+    if model.startswith(("file://", "s3://")):
+        candidate = {**candidate, "model": str(fetch(model))}
     return from_candidate(ModelCandidate.model_validate(candidate))
 
 
@@ -144,7 +149,10 @@ def result_key(stage: str, key: str) -> str:
     return f"stage-results/{stage}/{key}.json"
 
 
-@flow(name="stratos-stage", log_prints=True)
+# log_prints stays off: it turns print() into log records even when a library has swapped
+# sys.stdout to capture output (dill.detect does, to read `dis` listings while `datasets` hashes
+# functions), which floods the run log with bytecode and hides what the library wanted to read.
+@flow(name="stratos-stage")
 def stage_flow(stage: str, args: dict[str, Any]) -> str:
     """Run one GPU stage on this worker and store its result; returns the result's URI."""
     if stage not in STAGES:
