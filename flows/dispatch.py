@@ -75,7 +75,11 @@ class Dispatcher:
         if self.in_process:
             return {**STAGES[stage](**args), "ran_on": self.current, "worker": None}
         for index, place in enumerate(list(self.placements)):
-            assert place.target is not None
+            if place.target is None:  # a front server with no pool cannot take over from the chosen one
+                note = f"{stage}: server {place.server_id} skipped (no work pool mapped to it in `workers`)"
+                log.warning(note)
+                self.failovers.append(note)
+                continue
             if not wait_for_worker(
                 place.target.pool, self.settings.wait_s, self.settings.heartbeat_timeout_s
             ):
@@ -115,13 +119,15 @@ def _client():
 
 def live_workers(pool: str, heartbeat_timeout_s: float) -> int:
     """Workers of `pool` whose last heartbeat is recent; 0 when the pool does not exist."""
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import PrefectHTTPStatusError
 
     with _client() as client:
         try:
             workers = client.read_workers_for_work_pool(pool)
-        except ObjectNotFound:
-            return 0
+        except PrefectHTTPStatusError as err:  # the sync client raises this, not ObjectNotFound, on a 404
+            if err.response.status_code == 404:
+                return 0
+            raise
     now = datetime.now(UTC)
     return sum(
         1 for w in workers

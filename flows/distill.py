@@ -381,7 +381,7 @@ def deploy(spec: DistillSpec, store_uri: str, task_dict: dict[str, Any], trained
 
     args = {"task": task_dict, "model_uri": trained["model_uri"], "model_sha256": trained["model_sha256"],
             "served_model_name": spec.name, "server_id": dispatcher.current, "test_uri": test_uri,
-            "expected_accuracy": student_eval["accuracy"], "deploy": spec.deploy.model_dump(),
+            "evaluation_uri": student_eval["uri"], "deploy": spec.deploy.model_dump(),
             "max_new_tokens": spec.strategy.max_new_tokens}  # fmt: skip
     alive = find_running(trained["model_sha256"], spec.name) is not None
     return deploy_task.with_options(refresh_cache=not alive)(

@@ -115,20 +115,28 @@ def evaluate_stage(store_uri: str, key: str, task: dict[str, Any], model: dict[s
 
 
 def deploy_stage(store_uri: str, key: str, task: dict[str, Any], model_uri: str, model_sha256: str,
-                 served_model_name: str, server_id: str, test_uri: str, expected_accuracy: float,
+                 served_model_name: str, server_id: str, test_uri: str, evaluation_uri: str,
                  deploy: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:  # fmt: skip
-    """Serve the student, check health, smoke and parity, and record the endpoint (tasks/deploy.py)."""
+    """Serve the student, check health, smoke and parity, and record the endpoint (tasks/deploy.py).
+
+    Parity compares the served model with the evaluation stage on the same questions: the first
+    `deploy.parity_size` the evaluation scored, at the evaluation's accuracy on exactly those.
+    """
+    import json
+
     from stratos.spec import DeploySettings
     from stratos.storage import fetch
-    from tasks.deploy import deploy_model
+    from tasks.deploy import deploy_model, parity_sample, serving_backend
+    from tasks.evaluate import EvalResult
     from tasks.prepare_data import load_examples
 
     settings = DeploySettings.model_validate(deploy)
-    examples = load_examples(fetch(test_uri))[: settings.parity_size]
+    evaluation = EvalResult.from_dict(json.loads(fetch(evaluation_uri).read_text()))
+    examples, expected = parity_sample(evaluation, load_examples(fetch(test_uri)), settings.parity_size)
     record = deploy_model(
-        fetch(model_uri), domain=_domain(task), parity_examples=examples, expected_accuracy=expected_accuracy,
+        fetch(model_uri), domain=_domain(task), parity_examples=examples, expected_accuracy=expected,
         served_model_name=served_model_name, server_id=server_id, model_uri=model_uri,
-        model_sha256=model_sha256, backend=settings.backend, tolerance=settings.parity_tolerance,
+        model_sha256=model_sha256, backend=serving_backend(settings.backend), tolerance=settings.parity_tolerance,
         max_new_tokens=max_new_tokens, host=settings.host, port=settings.port,
         startup_timeout_s=settings.startup_timeout_s, gpu_memory_utilization=settings.gpu_memory_utilization,
     )  # fmt: skip

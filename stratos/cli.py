@@ -1,8 +1,11 @@
 """The `stratos` command.
 
+    stratos run SPEC.yaml [--json]  the whole distill flow: select, synthesize, train, evaluate, deploy, report
     stratos plan SPEC.yaml [--json] [--plot FILE.png] [--method NAME]
+    stratos endpoints [--json]     deployed endpoints ($STRATOS_HOME/endpoints) and whether they answer
+    stratos stop ENDPOINT          stop one by id or URL
 
-Exit codes: 0 success, 2 bad input (spec, catalog), 3 no feasible server.
+Exit codes: 0 success, 2 bad input (spec, catalog, unknown endpoint), 3 no feasible server.
 """
 
 from __future__ import annotations
@@ -21,6 +24,26 @@ EXIT_INFEASIBLE = 3
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the distill flow on a spec (embedded Prefect unless PREFECT_API_URL names a server)."""
+    spec = load_spec(args.spec)  # before Prefect starts: a bad spec fails in a second
+    from flows import run_flow
+
+    result = run_flow(spec)
+    if args.json:
+        print(result.model_dump_json())
+    else:
+        print(f"\nrun '{result.name}': {result.status}")
+        for name, uri in result.artifacts.items():
+            if uri:
+                print(f"  {name:<20} {uri}")
+        if result.endpoint:
+            print(
+                f"  endpoint             {result.endpoint['url']} (stop: stratos stop {result.endpoint['id']})"
+            )
+    return EXIT_INFEASIBLE if result.status == "infeasible" else 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,11 +124,51 @@ def render_plan(selection, weights) -> str:
     return "\n".join(lines)
 
 
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    """List recorded endpoints; `alive` means the process runs and /health answers."""
+    from tasks.deploy import list_endpoints
+
+    records = list_endpoints()
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in records]))
+        return 0
+    if not records:
+        print("no endpoints recorded (deploy one with the distill flow)")
+        return 0
+    rows = [("id", "url", "model", "server", "backend", "alive", "started")]
+    rows += [
+        (r.id, r.url, r.served_model_name, r.server_id, r.backend, "yes" if r.alive else "no",
+         r.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
+        for r in records
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop an endpoint's server (SIGTERM, then SIGKILL after a grace period) and drop its record."""
+    from tasks.deploy import EndpointNotFoundError, stop_endpoint
+
+    try:
+        record = stop_endpoint(args.endpoint)
+    except EndpointNotFoundError as exc:
+        return _fail(str(exc))
+    note = "" if record.alive else "; it was not answering"
+    print(f"stopped {record.id} ({record.url}, pid {record.pid}){note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stratos", description="Distil a teacher LLM into a small student under constraints."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole distill flow on a spec and print the report")
+    run.add_argument("spec", help="path to a YAML DistillSpec")
+    run.add_argument("--json", action="store_true", help="print the DistillResult as one JSON object")
+    run.set_defaults(func=cmd_run)
     plan = sub.add_parser(
         "plan", help="choose a server for a spec (Pareto Front Grid) and compare with baselines"
     )
@@ -114,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--plot", metavar="FILE.png", help="write the Pareto front (cost vs latency) to a PNG")
     plan.add_argument("--method", choices=SELECTION_METHODS, help="override servers.method from the spec")
     plan.set_defaults(func=cmd_plan)
+    endpoints = sub.add_parser("endpoints", help="list deployed endpoints and whether they answer")
+    endpoints.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    endpoints.set_defaults(func=cmd_endpoints)
+    stop = sub.add_parser("stop", help="stop a deployed endpoint")
+    stop.add_argument("endpoint", help="endpoint id or URL, as `stratos endpoints` shows them")
+    stop.set_defaults(func=cmd_stop)
     return parser
 
 

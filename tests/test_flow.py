@@ -43,7 +43,7 @@ def tiny_spec(teacher: Path, **sections) -> dict:
         "students": [{"name": "nano", "model": "zoo:nano"}],
         "strategy": {"num_samples": 1, "max_new_tokens": 24, "prescreen_size": 8, "prescreen_demos": 1},
         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 3e-3},
-        "deploy": {"enabled": False},
+        "deploy": {"enabled": False},  # the deployed run is test_flow_deploys_the_student below
     }
     spec.update(sections)
     return spec
@@ -182,3 +182,93 @@ def test_a_spec_without_task_or_candidates_fails_before_any_work():
         run_flow({"name": "x"})
     with pytest.raises(SpecError, match="'students' is empty"):
         run_flow({"task": TASK, "teachers": [{"name": "t", "kind": "stored", "model": "x.jsonl"}]})
+
+
+def test_cli_run_prints_the_result_as_json_and_rejects_a_bad_spec(recorded_teacher, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(recorded_teacher)))
+    cli = [sys.executable, "-m", "stratos.cli", "run"]
+    done = subprocess.run(
+        [*cli, str(spec), "--json"], capture_output=True, text=True, env=os.environ, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "trained" and result["metrics"]["teacher_accuracy"] == 1.0
+    assert result["choices"]["strategy"]["mode"] == "alignment"
+
+    spec.write_text(yaml.safe_dump({**tiny_spec(recorded_teacher), "trainign": {}}))
+    bad = subprocess.run([*cli, str(spec)], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert bad.returncode == 2 and "did you mean 'training'" in bad.stderr
+
+
+def test_flow_on_an_s3_store_over_http_keeps_a_planted_secret_out_of_everything(
+    recorded_teacher, s3_endpoint, monkeypatch
+):
+    """Artifacts go to a real S3 server; the secret key is in no log, persisted result or stored object."""
+    import os
+
+    import boto3
+
+    secret = "PLANTED-s3cr3t-9f1c2e"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "stratos-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)  # boto3 reads it: workers need no code change
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="flow-artifacts")
+
+    result, states = run(
+        tiny_spec(recorded_teacher, name="s3-run", storage={"uri": "s3://flow-artifacts/runs"})
+    )
+    assert result.status == "trained"
+    assert result.artifacts["model"].startswith("s3://flow-artifacts/runs/models/")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="flow-artifacts")["Contents"]]
+    assert any(k.endswith("model/model.safetensors") for k in keys) and any("/reports/" in k for k in keys)
+
+    haystacks = [result.model_dump_json()]
+    haystacks += [
+        s3.get_object(Bucket="flow-artifacts", Key=k)["Body"].read().decode("latin-1") for k in keys
+    ]
+    for root in (
+        os.environ["PREFECT_HOME"],
+        os.environ["STRATOS_HOME"],
+    ):  # Prefect's database (logs), results
+        haystacks += [p.read_bytes().decode("latin-1") for p in Path(root).rglob("*") if p.is_file()]
+    assert len(haystacks) > 20
+    assert not [h for h in haystacks if secret in h]
+
+
+def test_flow_deploys_the_student_and_reuses_the_endpoint_only_while_it_answers(recorded_teacher):
+    from openai import OpenAI
+
+    from tasks.deploy import list_endpoints, stop_endpoint
+
+    spec = tiny_spec(recorded_teacher, name="served", deploy={"parity_size": 8})
+    first, states = run(spec)
+    assert first.status == "deployed" and states["deploy"] == "Completed"
+    endpoint = first.endpoint
+    try:
+        assert endpoint["parity"]["n"] == 8 and endpoint["smoke"]["text"]
+        client = OpenAI(base_url=endpoint["url"], api_key="unused")
+        reply = client.chat.completions.create(
+            model="served", messages=[{"role": "user", "content": "3+4"}], max_tokens=8
+        )
+        assert reply.choices[0].message.content is not None
+        assert "## Endpoint" in first.report_markdown and endpoint["id"] in first.report_markdown
+
+        second, states = run(spec)  # the endpoint answers: its record is reused from the cache
+        assert states["deploy"] == "Cached" and second.endpoint["id"] == endpoint["id"]
+    finally:
+        stop_endpoint(endpoint["id"])
+    third, states = run(spec)  # stopped: the cached record would lie, so the stage runs again
+    try:
+        assert states["deploy"] == "Completed" and third.endpoint["id"] != endpoint["id"]
+        assert [e.id for e in list_endpoints() if e.alive] == [third.endpoint["id"]]
+    finally:
+        stop_endpoint(third.endpoint["id"])
