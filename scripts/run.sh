@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-SPEC=${1:-examples/plan.yaml}
-exec .venv/bin/stratos plan "$SPEC"
+SPEC=${1:-examples/mahjong-weak-teacher.yaml}
+# One torch thread per process: on a small shared CPU, two threads per process fight and run slower.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+exec .venv/bin/stratos run "$SPEC"

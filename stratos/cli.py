@@ -29,7 +29,16 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the distill flow on a spec (embedded Prefect unless PREFECT_API_URL names a server)."""
     spec = load_spec(args.spec)  # before Prefect starts: a bad spec fails in a second
+    import logging
+
     from flows import run_flow
+
+    # Stage progress (synthesis chunks, training steps with ETA) comes from Stratos' own loggers.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s | %(name)s | %(message)s", datefmt="%H:%M:%S"
+    )
+    for name in ("stratos", "tasks", "flows"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
     result = run_flow(spec)
     if args.json:
