@@ -44,6 +44,14 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def sources_digest(paths: list[Any]) -> str:
+    """Content hash of the input files a stage reads (a dataset, catalogs): an edit in place re-runs it."""
+    from pathlib import Path
+
+    found = [Path(p).expanduser() for p in paths if p and Path(p).expanduser().exists()]
+    return digest([(str(p), content_digest(p)) for p in found])
+
+
 def transient(task, task_run, state) -> bool:
     """Retry lost workers and network trouble; a deterministic error would only fail again."""
     try:
@@ -87,7 +95,7 @@ def open_store(spec: DistillSpec) -> ArtifactStore:
 
 
 @task(name="prepare-data", task_run_name="prepare-data", cache_policy=CONTENT, persist_result=True)
-def prepare_data_stage(task_spec: dict[str, Any], store_uri: str) -> dict[str, Any]:
+def prepare_data_stage(task_spec: dict[str, Any], store_uri: str, sources: str) -> dict[str, Any]:
     """Draw the splits and publish them as data/<hash>/{train,probe,test}.parquet."""
     from flows.stages import work_dir
     from stratos.spec import TaskSpec
@@ -128,7 +136,7 @@ def resolve_models(spec: DistillSpec) -> dict[str, dict[str, Any]]:
 
 
 @task(name="select-server", task_run_name="select-server", cache_policy=CONTENT, persist_result=True)
-def select_server_stage(constraints: dict[str, Any], servers: dict[str, Any]):
+def select_server_stage(constraints: dict[str, Any], servers: dict[str, Any], sources: str):
     from stratos.spec import Constraints, ServerSettings
     from tasks.catalog import load_catalogs
     from tasks.select_server import select_server
@@ -199,7 +207,9 @@ def constraint_loop(spec: DistillSpec, models: dict[str, dict[str, Any]], data: 
         return stage.with_options(task_run_name=f"{stage.name}-{calls[which] - 1}")
 
     def server(s: DistillSpec):
-        return named(select_server_stage, "server")(s.constraints.model_dump(), s.servers.model_dump())
+        return named(select_server_stage, "server")(
+            s.constraints.model_dump(), s.servers.model_dump(), sources_digest(s.servers.catalog_paths())
+        )
 
     def teacher(s: DistillSpec, selection):
         row = selection.row(selection.chosen)
@@ -306,7 +316,7 @@ def distill(spec: DistillSpec) -> DistillResult:
     store = open_store(spec)
     store_uri = store.uri_for("")
     say(f"[1/9] preparing data for '{spec.task.domain}' in {store_uri}")
-    data = prepare_data_stage(spec.task.model_dump(), store_uri)
+    data = prepare_data_stage(spec.task.model_dump(), store_uri, sources_digest([spec.task.dataset]))
     say("[2/9] resolving teacher and student models (zoo models are built on first use)")
     models = resolve_models(spec)
 

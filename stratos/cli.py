@@ -1,6 +1,7 @@
 """The `stratos` command.
 
     stratos run SPEC.yaml [--json]  the whole distill flow: select, synthesize, train, evaluate, deploy, report
+    stratos deploy SPEC.yaml [--pool P] [--cron EXPR]  register `distill` and `redistill` (needs PREFECT_API_URL)
     stratos plan SPEC.yaml [--json] [--plot FILE.png] [--method NAME]
     stratos endpoints [--json]     deployed endpoints ($STRATOS_HOME/endpoints) and whether they answer
     stratos stop ENDPOINT          stop one by id or URL
@@ -178,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="path to a YAML DistillSpec")
     run.add_argument("--json", action="store_true", help="print the DistillResult as one JSON object")
     run.set_defaults(func=cmd_run)
+    from deployments.deploy import add_arguments
+    from deployments.deploy import run as cmd_deploy
+
+    deploy = sub.add_parser(
+        "deploy", help="register the distill and redistill deployments on a Prefect server"
+    )
+    add_arguments(deploy)
+    deploy.set_defaults(func=cmd_deploy)
     plan = sub.add_parser(
         "plan", help="choose a server for a spec (Pareto Front Grid) and compare with baselines"
     )

@@ -1,0 +1,1 @@
+"""Prefect deployments of the distill flow (deploy.py; see README.md)."""
