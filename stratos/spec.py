@@ -235,6 +235,11 @@ class TrainingSettings(_Section):
     beta: float = Field(0.0, ge=0, description="GRPO KL coefficient.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps.")
     max_seq_length: int = Field(256, ge=16, description="Maximum tokens per training example.")
+    bf16: bool | None = Field(
+        None,
+        description="bf16 mixed precision. Empty: on for GPUs that support it, off on a CPU. true on a CPU "
+        "turns on bf16 autocast, faster where the CPU has bf16 units (AVX512_BF16, AMX).",
+    )
 
 
 class RelaxStep(_Section):

@@ -21,8 +21,10 @@ is appended to `attempts.jsonl`, and a re-run skips what is there.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +42,8 @@ from tasks.prepare_data import write_parquet
 Mode = Literal["alignment", "injection"]
 ACCEPTED = "accepted"
 CHUNK = 32  # questions per generate() call; also the resume granularity
+PROGRESS_EVERY_S = 15.0  # seconds between progress lines
+log = logging.getLogger(__name__)
 SAMPLE_FEATURES = datasets.Features({
     "question_id": datasets.Value("string"), "question": datasets.Value("string"), "gold": datasets.Value("string"),
     "completion": datasets.Value("string"), "teacher": datasets.Value("string"), "mode": datasets.Value("string"),
@@ -196,20 +200,48 @@ def synthesize(
     before = replace(backend.usage)
     params = SamplingParams(n=num_samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     todo = [ex for ex in examples if ex.id not in done]
-    with log_path.open("a", encoding="utf-8") as log:
+    progress = _Progress(len(examples), len(examples) - len(todo), mode)
+    with log_path.open("a", encoding="utf-8") as attempts:
         for start in range(0, len(todo), CHUNK):
             for q in _synthesize_chunk(
                 backend, domain, todo[start : start + CHUNK], mode, params, max_attempts
             ):
                 done[q.example.id] = q.samples
-                log.write(
+                progress.add(q.samples)
+                attempts.write(
                     json.dumps({"question_id": q.example.id, "samples": q.samples}, ensure_ascii=False) + "\n"
                 )
-            log.flush()
-            os.fsync(log.fileno())
+            attempts.flush()
+            os.fsync(attempts.fileno())
+            progress.report(final=start + CHUNK >= len(todo))
     return _write_outputs(
         out, backend, domain, examples, done, mode, before, resumed=len(examples) - len(todo)
     )
+
+
+class _Progress:
+    """One log line every PROGRESS_EVERY_S: questions done, samples kept so far, ETA."""
+
+    def __init__(self, total: int, resumed: int, mode: Mode):
+        self.total, self.resumed, self.done, self.mode = total, resumed, resumed, mode
+        self.samples = self.accepted = 0
+        self.started = self.last = time.perf_counter()
+        if resumed:
+            log.info("synthesis (%s): resuming, %d of %d questions already done", mode, resumed, total)
+
+    def add(self, samples: list[dict[str, Any]]) -> None:
+        self.done += 1
+        self.samples += len(samples)
+        self.accepted += sum(s["verdict"] == ACCEPTED for s in samples)
+
+    def report(self, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last, elapsed, new = now, now - self.started, self.done - self.resumed
+        eta = elapsed / new * (self.total - self.done) if new else float("nan")
+        log.info("synthesis (%s): %d/%d questions, %d of %d samples accepted, elapsed %.0fs eta %.0fs",
+                 self.mode, self.done, self.total, self.accepted, self.samples, elapsed, eta)  # fmt: skip
 
 
 def _rewrite_log(path: Path, done: dict[str, list[dict[str, Any]]]) -> None:

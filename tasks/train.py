@@ -32,7 +32,8 @@ seen in the current epoch, so it finishes at the same total step count with the
 same data order as an uninterrupted run (tests/test_train.py checks both).
 
 Devices: on CUDA the same code trains in bf16; on CPU it sets use_cpu and bf16=False
-(TRL's bf16 default crashes without a GPU). Gradient checkpointing stays off:
+(TRL's bf16 default crashes without a GPU) unless training.bf16 asks for CPU bf16
+autocast, which is faster where the CPU has bf16 units. Gradient checkpointing stays off:
 it trades compute for memory that these models do not need.
 """
 
@@ -197,19 +198,25 @@ def _claim(out: Path, key: dict[str, Any]) -> None:
 # --- trainers ------------------------------------------------------------------------------
 
 
-def _device_args() -> dict[str, Any]:
+def _device_args(bf16: bool | None) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
+    auto = cuda and torch.cuda.is_bf16_supported()
     return {
         "use_cpu": not cuda,
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "bf16": auto if bf16 is None else bf16,  # with use_cpu: CPU autocast to bf16, weights stay fp32
         "gradient_checkpointing": False,
     }
 
 
+def log_interval(save_steps: int, total_steps: int, lines: int = 50) -> int:
+    """Steps between loss logs: about `lines` a run, at a divisor of save_steps, so a resumed run's
+    log lines up with an uninterrupted one at every logged step (gcd would give 1 for, say, 200 and 17)."""
+    wanted = max(1, total_steps // lines)
+    return max(d for d in range(1, min(wanted, save_steps) + 1) if save_steps % d == 0)
+
+
 def _common_args(out: Path, settings: TrainingSettings, total_steps: int, seed: int) -> dict[str, Any]:
-    # Log ~50 times a run, at a divisor of save_steps: a resumed run's loss log then lines
-    # up with an uninterrupted one at every logged step.
-    logging_steps = math.gcd(settings.save_steps, max(1, total_steps // 50))
+    logging_steps = log_interval(settings.save_steps, total_steps)
     return {
         "output_dir": str(out / "checkpoints"),
         "learning_rate": settings.learning_rate,
@@ -225,7 +232,7 @@ def _common_args(out: Path, settings: TrainingSettings, total_steps: int, seed: 
         "report_to": "none",
         "disable_tqdm": True,  # the Progress callback logs instead of redrawing a bar in worker logs
         "seed": seed,
-        **_device_args(),
+        **_device_args(settings.bf16),
     }
 
 

@@ -108,6 +108,33 @@ def test_full_finetune_lowers_loss_and_changes_every_weight(full_run, nano):
     assert meta["code_version"]["stratos"] and meta["hyperparameters"]["learning_rate"] == 5e-3
 
 
+def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, nano, train_parquet, arith):
+    seen = {}
+
+    class Args(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.update(bf16=args.bf16, use_cpu=args.use_cpu)
+
+    settings = FULL.model_copy(update={"bf16": True, "save_steps": 100})
+    result = train_student(nano, train_parquet, arith, settings, tmp_path / "out", callbacks=[Args()])
+    assert seen == {"bf16": True, "use_cpu": True}
+    assert result.loss_last < 0.5 * result.loss_first
+    meta = json.loads((Path(result.out_dir) / "meta.json").read_text())
+    assert meta["hyperparameters"]["bf16"] is True
+    # The saved weights stay float32 (autocast computes in bf16, the master weights do not change type).
+    saved = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
+
+
+def test_loss_is_logged_about_50_times_at_a_divisor_of_save_steps():
+    from tasks.train import log_interval
+
+    assert log_interval(200, 864) == 10  # not gcd(200, 17) == 1: a line per step would flood the terminal
+    assert log_interval(4, 12) == 1
+    assert log_interval(7, 1000) == 7
+    assert all(200 % log_interval(200, n) == 0 for n in range(1, 20000, 97))
+
+
 def test_finished_run_is_reused(full_run, nano, train_parquet, arith):
     result, _ = full_run
     started = time.perf_counter()
