@@ -14,14 +14,18 @@ in meta.json is what greedy decoding on the domain's test split measures.
 Trainer choice: TRL's SFTTrainer on a conversational prompt/completion
 dataset, which gives completion-only loss through the chat template (the loss
 covers the assistant answer, not the prompt) -- the same trainer the student
-stage uses. On CPU it needs use_cpu=True, bf16=False (its bf16 default crashes
-without a GPU) and no gradient checkpointing.
+stage uses. On CPU it needs use_cpu=True (its bf16 default crashes without a
+GPU otherwise; with use_cpu, bf16 is CPU autocast, which a recipe may turn on)
+and no gradient checkpointing.
 
 Measured on the shared 2-core machine (OMP_NUM_THREADS=1; with two torch
 threads competing with other processes a step was ~8x slower): strong
 2-digit addition, "micro" -> 96% test accuracy in ~13 min; weak Mahjong
-(10 tiles, one suit), "micro" -> 14.5% test accuracy with 52% of
-answer-conditioned rationales valid, in ~15 min.
+(10 tiles, one suit), "micro" in bf16 -> 12% test accuracy with 56% of
+answer-conditioned rationales valid, in ~6 min (the fp32 recipe with a 10%
+forward share took 10.5-15 min for 14.5% / 52%). The weak teacher is on the
+path of the first, cold run of examples/mahjong-weak-teacher.yaml, hence the
+cheaper recipe; bench/quality.py measures it.
 """
 
 from __future__ import annotations
@@ -59,14 +63,31 @@ RECIPES: dict[str, dict[str, Any]] = {
         "test_size": 200,
     },
     "weak": {
-        "size": "micro",
+        "size": "micro",  # "nano" reached only 41-47% valid rationales in five recipes of up to 1,380 steps
         "train_questions": 2000,
-        "forward_share": 0.1,  # forward solving seen on 10% of the questions only
-        "epochs": 10,  # the full schedule: the injection format must be learnt well
+        "forward_share": 0.05,  # forward solving seen on 5% of the questions only (10%: 14.5-15.5% accuracy)
+        "epochs": 10,  # the full schedule: the injection format must be learnt well (8 epochs: 48% valid)
         "learning_rate": 2e-3,
         "batch_size": 32,
-        "target": None,  # no early stop; validation is only recorded (meta.json "validation")
-        "eval_every": 100,
+        "bf16": True,  # CPU bf16 autocast: ~1.4x faster steps here, same quality (56% valid, 12% accuracy)
+        "target": None,  # no early stop, so no validation checks either (they only cost build time)
+        "eval_every": 0,
+        "val_size": 100,
+        "test_size": 200,
+    },
+    # A "pretrained" student: a short, fixed budget of forward solving, no injection format. It stands
+    # in for a hub base model that already has some aptitude for the task, which is what the
+    # pre-screen is meant to detect (bench/quality.py --scenario prescreen); `size` is the student's.
+    "base": {
+        "size": "nano",
+        "train_questions": 1600,
+        "forward_share": 1.0,
+        "injection": False,  # forward rows only
+        "epochs": 5,  # 250 steps: partial skill that grows with size, far from the teacher
+        "learning_rate": 2e-3,
+        "batch_size": 32,
+        "target": None,
+        "eval_every": 0,
         "val_size": 100,
         "test_size": 200,
     },
@@ -80,13 +101,16 @@ def teacher_examples(domain: Domain, recipe: dict[str, Any], seed: int) -> dict[
     return {"train": drawn[:n], "val": drawn[n:], "test": domain.load("test", recipe["test_size"], seed)}
 
 
-def sft_rows(domain: Domain, examples: list[Example], forward_share: float) -> list[dict[str, Any]]:
-    """Conversational prompt/completion rows: injection for every example, forward for a share."""
+def sft_rows(
+    domain: Domain, examples: list[Example], forward_share: float, injection: bool = True
+) -> list[dict[str, Any]]:
+    """Conversational prompt/completion rows: injection for every example (if asked), forward for a share."""
     rows = []
     n_forward = round(len(examples) * forward_share)
     for k, ex in enumerate(examples):
         answer = [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}]
-        rows.append({"prompt": domain.injection_messages(ex.question, ex.answer), "completion": answer})
+        if injection:
+            rows.append({"prompt": domain.injection_messages(ex.question, ex.answer), "completion": answer})
         if k < n_forward:
             rows.append({"prompt": domain.messages(ex.question), "completion": answer})
     return rows
@@ -153,7 +177,7 @@ def train_and_measure(
     """Fine-tune `base` fully on the recipe's data, save it in `out_dir`, return measured metadata."""
     model = AutoModelForCausalLM.from_pretrained(base)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    rows = sft_rows(domain, examples["train"], recipe["forward_share"])
+    rows = sft_rows(domain, examples["train"], recipe["forward_share"], recipe.get("injection", True))
     max_new = _max_new_tokens(tokenizer, rows)
     # The evaluator gets its own tokenizer copy: it switches to left padding.
     evaluator = HFBackend.from_loaded(
@@ -178,7 +202,7 @@ def train_and_measure(
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
-        bf16=False,
+        bf16=recipe.get("bf16", False),  # with use_cpu: autocast on the CPU, which has bf16 units here
         gradient_checkpointing=False,
         completion_only_loss=True,
         max_length=1024,
@@ -212,8 +236,8 @@ def train_and_measure(
         "data": {
             "domain": domain.name,
             "train_questions": len(examples["train"]),
-            "forward_rows": len(rows) - len(examples["train"]),
-            "injection_rows": len(examples["train"]),
+            "forward_rows": round(len(examples["train"]) * recipe["forward_share"]),
+            "injection_rows": len(examples["train"]) if recipe.get("injection", True) else 0,
             "val_questions": len(examples["val"]),
             "test_questions": len(examples["test"]),
         },

@@ -14,6 +14,7 @@ Layout of the zoo directory (env STRATOS_ZOO_DIR, default ~/.cache/stratos/zoo):
     tokenizer-<domain>-<hash>/   tokenizer files + meta.json
     model-<size>-<hash>/         random-init weights, tokenizer, meta.json
     teacher-<domain>-<strength>-<hash>/   trained weights, tokenizer, meta.json
+    base-<domain>-<size>-<hash>/   a briefly pre-trained student, tokenizer, meta.json
 """
 
 from __future__ import annotations
@@ -231,15 +232,18 @@ def random_model(domain: Domain, size: str, seed: int = 0) -> Path:
 
 # --- teachers ------------------------------------------------------------------------------
 
-Strength = Literal["strong", "weak"]
+Strength = Literal["strong", "weak", "base"]
 
 
 def train_teacher(domain: Domain, strength: Strength, size: str | None = None, seed: int = 0) -> Path:
-    """A teacher trained from random init on the domain to a strength (cached; recipes in stratos.teachers)."""
+    """A model trained from random init on the domain to a strength (cached; recipes in stratos.teachers).
+
+    "strong" and "weak" are teachers; "base" is a briefly pre-trained student of `size`.
+    """
     from stratos.teachers import RECIPES, teacher_examples, train_and_measure  # loads TRL only when needed
 
     if strength not in RECIPES:
-        raise ValueError(f"unknown teacher strength '{strength}'; choose 'strong' or 'weak'")
+        raise ValueError(f"unknown teacher strength '{strength}'; choose one of {sorted(RECIPES)}")
     recipe = {**RECIPES[strength], "size": size or RECIPES[strength]["size"]}
     base = random_model(domain, recipe["size"], seed)
     examples = teacher_examples(domain, recipe, seed)
@@ -259,7 +263,10 @@ def train_teacher(domain: Domain, strength: Strength, size: str | None = None, s
         meta = train_and_measure(domain, base, tmp, recipe, seed, examples)
         return {**meta, "wall_time_s": round(time.perf_counter() - started, 1)}
 
-    return cached_build(f"teacher-{domain.name}-{strength}", key, build)
+    name = (
+        f"base-{domain.name}-{recipe['size']}" if strength == "base" else f"teacher-{domain.name}-{strength}"
+    )
+    return cached_build(name, key, build)
 
 
 # --- references from a spec ------------------------------------------------------------------
@@ -277,6 +284,7 @@ def resolve(model: str, domain: Domain, seed: int = 0) -> str:
     """The local path of a spec model reference; zoo references are built on first use (then cached).
 
     `zoo:<size>` is a random-init student of that size with the domain's tokenizer;
+    `zoo:base-<size>` is that student briefly pre-trained on the domain (a stand-in for a hub base model);
     `zoo:teacher-strong` / `zoo:teacher-weak` is a teacher trained on the domain.
     Anything else (a path, a hub id, an endpoint's model name) is returned unchanged.
     """
@@ -287,5 +295,9 @@ def resolve(model: str, domain: Domain, seed: int = 0) -> str:
         return str(random_model(domain, name, seed))
     if name in _TEACHER_REFS:
         return str(train_teacher(domain, _TEACHER_REFS[name], seed=seed))  # type: ignore[arg-type]
-    known = ", ".join([f"zoo:{s}" for s in SIZES] + [f"zoo:{t}" for t in _TEACHER_REFS])
+    if name.startswith("base-") and name.removeprefix("base-") in SIZES:
+        return str(train_teacher(domain, "base", size=name.removeprefix("base-"), seed=seed))
+    known = ", ".join(
+        [f"zoo:{s}" for s in SIZES] + [f"zoo:base-{s}" for s in SIZES] + [f"zoo:{t}" for t in _TEACHER_REFS]
+    )
     raise ValueError(f"unknown zoo model '{model}'; use one of {known}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,28 @@ def test_sft_rows_hold_every_injection_and_a_share_of_forward(tiny_domain):
         r["completion"][0]["content"].endswith(f"#### {ex.answer}")
         for r, ex in zip(injection, examples, strict=True)
     )
+
+
+def test_sft_rows_without_injection_are_forward_only(tiny_domain):
+    examples = tiny_domain.load("train", 10, seed=0)
+    rows = sft_rows(tiny_domain, examples, forward_share=1.0, injection=False)
+    assert len(rows) == 10
+    assert all(r["prompt"] == tiny_domain.messages(ex.question) for r, ex in zip(rows, examples, strict=True))
+
+
+def test_base_student_is_pretrained_briefly_and_cached(tiny_domain, monkeypatch):
+    from stratos import teachers
+
+    tiny = {**teachers.RECIPES["base"], "train_questions": 64, "epochs": 1, "val_size": 8, "test_size": 16}
+    monkeypatch.setitem(teachers.RECIPES, "base", tiny)
+    path = zoo.resolve("zoo:base-nano", tiny_domain)
+    assert "base-tiny-addition-nano-" in path
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    assert meta["steps"] == 2 and meta["data"]["injection_rows"] == 0 and meta["data"]["forward_rows"] == 64
+    assert meta["loss_last"] < meta["loss_first"]  # it learnt something: not a random model renamed
+    assert zoo.resolve("zoo:base-nano", tiny_domain) == path  # cached, not rebuilt
+    with pytest.raises(ValueError, match="zoo:base-mini"):
+        zoo.resolve("zoo:base-huge", tiny_domain)
 
 
 def test_unknown_strength_is_rejected(tiny_domain):
