@@ -206,6 +206,16 @@ def test_cli_run_prints_the_result_as_json_and_rejects_a_bad_spec(recorded_teach
     bad = subprocess.run([*cli, str(spec)], capture_output=True, text=True, env=os.environ, timeout=120)
     assert bad.returncode == 2 and "did you mean 'training'" in bad.stderr
 
+    # A wrong column in the user's own file fails in the preflight: before Prefect starts, one line.
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"question": "1+1", "answer": "2"}) + "\n")
+    task = {"domain": "custom", "dataset": str(data), "answer_column": "result", "train_size": 1}
+    spec.write_text(yaml.safe_dump({**tiny_spec(recorded_teacher), "task": task}))
+    bad = subprocess.run([*cli, str(spec)], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert "task.answer_column = 'result' is not a column" in bad.stderr and "answer" in bad.stderr
+    assert "Traceback" not in bad.stderr and "temporary server" not in bad.stderr
+
 
 def test_flow_on_an_s3_store_over_http_keeps_a_planted_secret_out_of_everything(
     recorded_teacher, s3_endpoint, monkeypatch
