@@ -96,8 +96,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def teacher_examples(domain: Domain, recipe: dict[str, Any], seed: int) -> dict[str, list[Example]]:
     """Train, validation (held out of the train split) and test examples for a recipe."""
-    n = recipe["train_questions"]
-    drawn = domain.load("train", n + recipe["val_size"], seed)
+    drawn = domain.load("train", recipe["train_questions"] + recipe["val_size"], seed)
+    # A small user file has fewer rows than the recipe asks for: validation keeps its share anyway.
+    n = min(recipe["train_questions"], len(drawn) - min(recipe["val_size"], len(drawn) // 5))
     return {"train": drawn[:n], "val": drawn[n:], "test": domain.load("test", recipe["test_size"], seed)}
 
 

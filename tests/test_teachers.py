@@ -54,6 +54,20 @@ def test_base_student_is_pretrained_briefly_and_cached(tiny_domain, monkeypatch)
         zoo.resolve("zoo:base-huge", tiny_domain)
 
 
+def test_a_small_user_file_still_gets_a_validation_slice(tmp_path):
+    from stratos.teachers import RECIPES, teacher_examples
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"{k}+1", "answer": str(k + 1)}) + "\n" for k in range(60))
+    )
+    domain = get_domain(TaskSpec(domain="custom", dataset=str(data), scorer="numeric"))
+    drawn = teacher_examples(domain, RECIPES["strong"], seed=0)
+    train_rows = len(domain.load("train", 1000, 0))
+    assert len(drawn["val"]) == train_rows // 5 and len(drawn["train"]) == train_rows - train_rows // 5
+    assert not {ex.id for ex in drawn["val"]} & {ex.id for ex in drawn["train"]}
+
+
 def test_unknown_strength_is_rejected(tiny_domain):
     with pytest.raises(ValueError, match="unknown teacher strength 'medium'"):
         zoo.train_teacher(tiny_domain, "medium")
