@@ -274,7 +274,8 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     frame = pd.DataFrame({"x": xs, "y": ys})
     if len(frame) < 3 or frame["x"].nunique() < 2 or frame["y"].nunique() < 2:
         return None
-    return float(frame["x"].corr(frame["y"], method="spearman"))
+    ranks = frame.rank()  # average ranks for ties; Pearson on ranks is Spearman (no scipy needed)
+    return float(ranks["x"].corr(ranks["y"]))
 
 
 def prescreen_spec() -> DistillSpec:
