@@ -20,6 +20,17 @@ def test_example_plan_spec_loads_with_only_servers_and_constraints():
     assert len(spec.servers.catalog_paths()) == 4
 
 
+@pytest.mark.parametrize(
+    "name", ["mahjong-weak-teacher", "arithmetic-strong-teacher", "own-data", "gsm8k-gpu"]
+)
+def test_shipped_run_specs_pass_the_preflight(name):
+    from flows import preflight
+
+    spec = load_spec(ROOT / "examples" / f"{name}.yaml")
+    preflight(spec)  # sections present, the dataset readable, its columns there, the scorer known
+    assert spec.name == name and spec.task and spec.teachers and spec.students
+
+
 def test_every_field_is_documented():
     def walk(model):
         for name, field in model.model_fields.items():
