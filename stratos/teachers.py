@@ -179,7 +179,8 @@ def train_and_measure(
     """Fine-tune `base` fully on the recipe's data, save it in `out_dir`, return measured metadata."""
     model = AutoModelForCausalLM.from_pretrained(base)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    rows = sft_rows(domain, examples["train"], recipe["forward_share"], recipe.get("injection", True))
+    injection = recipe.get("injection", True)
+    rows = sft_rows(domain, examples["train"], recipe["forward_share"], injection)
     max_new = _max_new_tokens(tokenizer, rows)
     # The evaluator gets its own tokenizer copy: it switches to left padding.
     evaluator = HFBackend.from_loaded(
@@ -238,8 +239,8 @@ def train_and_measure(
         "data": {
             "domain": domain.name,
             "train_questions": len(examples["train"]),
-            "forward_rows": round(len(examples["train"]) * recipe["forward_share"]),
-            "injection_rows": len(examples["train"]) if recipe.get("injection", True) else 0,
+            "forward_rows": len(rows) - (len(examples["train"]) if injection else 0),
+            "injection_rows": len(examples["train"]) if injection else 0,
             "val_questions": len(examples["val"]),
             "test_questions": len(examples["test"]),
         },

@@ -295,8 +295,9 @@ def resolve(model: str, domain: Domain, seed: int = 0) -> str:
         return str(random_model(domain, name, seed))
     if name in _TEACHER_REFS:
         return str(train_teacher(domain, _TEACHER_REFS[name], seed=seed))  # type: ignore[arg-type]
-    if name.startswith("base-") and name.removeprefix("base-") in SIZES:
-        return str(train_teacher(domain, "base", size=name.removeprefix("base-"), seed=seed))
+    size = name.removeprefix("base-")
+    if name.startswith("base-") and size in SIZES:
+        return str(train_teacher(domain, "base", size=size, seed=seed))
     known = ", ".join(
         [f"zoo:{s}" for s in SIZES] + [f"zoo:base-{s}" for s in SIZES] + [f"zoo:{t}" for t in _TEACHER_REFS]
     )

@@ -200,7 +200,8 @@ def synthesize(
     before = replace(backend.usage)
     params = SamplingParams(n=num_samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     todo = [ex for ex in examples if ex.id not in done]
-    progress = _Progress(len(examples), len(examples) - len(todo), mode)
+    resumed = len(examples) - len(todo)
+    progress = _Progress(len(examples), resumed, mode)
     with log_path.open("a", encoding="utf-8") as attempts:
         for start in range(0, len(todo), CHUNK):
             for q in _synthesize_chunk(
@@ -214,9 +215,7 @@ def synthesize(
             attempts.flush()
             os.fsync(attempts.fileno())
             progress.report(final=start + CHUNK >= len(todo))
-    return _write_outputs(
-        out, backend, domain, examples, done, mode, before, resumed=len(examples) - len(todo)
-    )
+    return _write_outputs(out, backend, domain, examples, done, mode, before, resumed=resumed)
 
 
 class _Progress:
