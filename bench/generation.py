@@ -7,7 +7,10 @@ not depend on what the weights learnt); decoding is greedy with a fixed
 number of new tokens, and a row that emits its end token early simply
 contributes fewer tokens, which the count reflects.
 
-    .venv/bin/python bench/generation.py [--sizes nano small] [--new-tokens 32] [--threads 1]
+    .venv/bin/python bench/generation.py [--sizes nano small] [--new-tokens 32] [--threads 1] [--smoke]
+
+`--smoke` (tests/test_bench.py): nano only, batches 1 and 8, one round, 4 new tokens, and the
+batched/sequential ratio on 8 prompts.
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
@@ -30,6 +33,7 @@ from stratos.backends.base import SamplingParams
 from stratos.backends.hf import HFBackend
 
 BATCHES = (1, 8, 32, 128)
+SMOKE_BATCHES = (1, 8)
 
 
 def _prompts(n: int) -> list[list[dict[str, str]]]:
@@ -49,8 +53,16 @@ def _tokens_per_second(backend: HFBackend, n_prompts: int, new_tokens: int) -> f
     return backend.usage.tokens_per_second
 
 
-def bench_size(size: str, tokenizer_dir: Path, work: Path, new_tokens: int, rounds: int) -> dict:
-    """Throughput of one model size at each batch size, plus the batched(64)/sequential ratio.
+def bench_size(
+    size: str,
+    tokenizer_dir: Path,
+    work: Path,
+    new_tokens: int,
+    rounds: int,
+    batches: tuple[int, ...] = BATCHES,
+    big: int = 64,
+) -> dict:
+    """Throughput of one model size at each batch size, plus the batched(`big`)/sequential ratio.
 
     A shared CPU's speed drifts from second to second, so each figure is the best of
     `rounds` repeats, and the ratio is taken per round (sequential and batched measured
@@ -61,7 +73,7 @@ def bench_size(size: str, tokenizer_dir: Path, work: Path, new_tokens: int, roun
     params = sum(p.numel() for p in backend.model.parameters())
     _tokens_per_second(backend, 2, 8)  # warm-up: first calls pay for lazy initialisation
     result: dict = {"parameters": params, "tokens_per_second": {}}
-    for batch in BATCHES:
+    for batch in batches:
         backend.batch_size = batch
         # One full batch (8 prompts at batch 1, so a single short call does not dominate).
         tps = max(_tokens_per_second(backend, max(batch, 8), new_tokens) for _ in range(rounds))
@@ -70,9 +82,9 @@ def bench_size(size: str, tokenizer_dir: Path, work: Path, new_tokens: int, roun
     ratios, sequential, batched = [], [], []
     for _ in range(rounds):
         backend.batch_size = 1
-        sequential.append(_tokens_per_second(backend, 16, new_tokens))  # 16 prompts, one at a time
-        backend.batch_size = 64
-        batched.append(_tokens_per_second(backend, 64, new_tokens))  # 64 prompts in one batch
+        sequential.append(_tokens_per_second(backend, min(16, big), new_tokens))  # one at a time
+        backend.batch_size = big
+        batched.append(_tokens_per_second(backend, big, new_tokens))  # `big` prompts in one batch
         ratios.append(batched[-1] / sequential[-1])
     ratio = statistics.median(ratios)
     result["sequential_tokens_per_second"] = round(max(sequential), 1)
@@ -80,7 +92,7 @@ def bench_size(size: str, tokenizer_dir: Path, work: Path, new_tokens: int, roun
     result["batched64_over_sequential"] = round(ratio, 2)
     result["ratio_per_round"] = [round(r, 2) for r in ratios]
     print(
-        f"{size}: batched(64)/sequential = {ratio:.1f}x (rounds: {result['ratio_per_round']})",
+        f"{size}: batched({big})/sequential = {ratio:.1f}x (rounds: {result['ratio_per_round']})",
         file=sys.stderr,
     )
     return result
@@ -92,9 +104,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per prompt")
     parser.add_argument("--rounds", type=int, default=3, help="repeats per figure (best / median is kept)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=int, default=None, help="torch CPU threads (default: stratos/threads.py's rule)"
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the code path only")
     args = parser.parse_args()
+    if args.smoke:
+        args.sizes, args.rounds, args.new_tokens = ["nano"], 1, 4
+    batches, big = (SMOKE_BATCHES, 8) if args.smoke else (BATCHES, 64)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="stratos-bench-") as tmp:
@@ -103,13 +119,16 @@ def main() -> None:
         tokenizer_dir = zoo.build_tokenizer(texts, work / "tokenizer")
         started = time.perf_counter()
         sizes = {
-            size: bench_size(size, tokenizer_dir, work, args.new_tokens, args.rounds) for size in args.sizes
+            size: bench_size(size, tokenizer_dir, work, args.new_tokens, args.rounds, batches, big)
+            for size in args.sizes
         }
     report = {
         "benchmark": "hf_generation",
         "device": "cpu",
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "smoke": args.smoke,
+        "batched_ratio_batch": big,  # the batched64_* figures are at this batch size
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,
         "sizes": sizes,

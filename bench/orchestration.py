@@ -6,10 +6,9 @@ One process, one workload (2-digit arithmetic, a recorded teacher, the nano
 student trained in full, deployment off), four kinds of run, each in a fresh
 STRATOS_HOME so "cold" means nothing is on disk yet:
 
-    direct   the flow's body with no Prefect at all: the same task bodies
-             (`flows/distill.py` tasks' `.fn`), the same constraint loop
-             (tasks/relax.py) and the same GPU stage functions (flows/stages.py
-             STAGES), called in the flow's order, plus the same Pareto plot
+    direct   the same stages with no Prefect at all: each stage task's plain
+             function (`.fn`) and the GPU stages' job functions, built with the
+             flow's own job builders (flows/distill.py), in the flow's order
     prefect  `run_flow(spec)`: the `distill` flow against a Prefect server on
              loopback (started once, below; its start-up is reported apart as
              `server_start_s`: it is paid once per server, or once per process
@@ -61,8 +60,15 @@ TMP = Path(tempfile.mkdtemp(prefix="stratos-bench-orch-"))
 with socket.socket() as _s:
     _s.bind(("127.0.0.1", 0))
     PORT = _s.getsockname()[1]
-os.environ.update({"PREFECT_HOME": str(TMP / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{PORT}/api",
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"})  # fmt: skip
+os.environ.update(
+    {
+        "PREFECT_HOME": str(TMP / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{PORT}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+    }
+)
 os.environ.setdefault("STRATOS_ZOO_DIR", str(TMP / "zoo"))
 
 
@@ -73,9 +79,12 @@ def log(message: str) -> None:
 def start_server() -> tuple[subprocess.Popen, float]:
     """`prefect server start` on loopback; returns it and the seconds until /api/health answered."""
     start = time.perf_counter()
-    server = subprocess.Popen([str(ROOT / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(PORT)], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [str(ROOT / ".venv/bin/prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PORT)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while True:
         try:
             with urllib.request.urlopen(f"{os.environ['PREFECT_API_URL']}/health", timeout=2):
@@ -92,109 +101,128 @@ def make_spec(train_size: int, epochs: float, test_size: int) -> dict[str, Any]:
     from stratos.domains.base import completion_text
     from stratos.spec import TaskSpec
 
-    task = {"domain": "arithmetic", "options": {"digits": 2}, "train_size": train_size, "probe_size": 16,
-            "test_size": test_size}  # fmt: skip
+    task = {
+        "domain": "arithmetic",
+        "options": {"digits": 2},
+        "train_size": train_size,
+        "probe_size": 16,
+        "test_size": test_size,
+    }
     domain = get_domain(TaskSpec(**task))
-    rows = [{"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
-            for split, n in (("train", train_size + 16), ("test", test_size))
-            for ex in domain.load(split, n, 0)]  # fmt: skip
+    rows = [
+        {"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
+        for split, n in (("train", train_size + 16), ("test", test_size))
+        for ex in domain.load(split, n, 0)
+    ]
     teacher = TMP / "teacher.jsonl"
     teacher.write_text("\n".join(json.dumps(r) for r in rows))
-    return {"name": "bench-orchestration", "task": task,
-            "constraints": {"region": "us-east", "budget_usd": 200, "max_latency_ms": 200},
-            "teachers": [{"name": "recorded", "kind": "stored", "model": str(teacher)}],
-            "students": [{"name": "nano", "model": "zoo:nano"}],
-            "strategy": {"num_samples": 1, "max_new_tokens": 32, "prescreen_size": 8, "prescreen_demos": 1},
-            "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 16, "learning_rate": 3e-3},
-            "deploy": {"enabled": False}}  # fmt: skip
+    return {
+        "name": "bench-orchestration",
+        "task": task,
+        "constraints": {"region": "us-east", "budget_usd": 200, "max_latency_ms": 200},
+        "teachers": [{"name": "recorded", "kind": "stored", "model": str(teacher)}],
+        "students": [{"name": "nano", "model": "zoo:nano"}],
+        "strategy": {"num_samples": 1, "max_new_tokens": 32, "prescreen_size": 8, "prescreen_demos": 1},
+        "training": {"num_train_epochs": epochs, "per_device_train_batch_size": 16, "learning_rate": 3e-3},
+        "serve": {"enabled": False},
+    }
 
 
 def direct(spec) -> dict[str, Any]:
-    """The distill flow's body, stage for stage, with every task called as a plain function (no Prefect)."""
-    from flows import distill as d
-    from flows.stages import STAGES
-    from stratos.plots import plot_front
-    from tasks.relax import run_constraint_loop
-    from tasks.select_teacher import planned_questions
+    """The flow's stages with no Prefect at all: each task's plain function (`.fn`) and the GPU stages'
+    job functions, built with the flow's own job builders, for the one iteration this spec needs."""
+    from flows.distill import catalog_refs, dataset_ref, open_store
+    from flows.jobs import synthesis_job, training_job
+    from flows.loop import Attempt, LoopOutcome
+    from flows.result import Products, run_summary
+    from flows.spend import run_budget
+    from stratos.job_profile import job_profile
+    from tasks import evaluate, select_student, select_teacher, synthesize, train
+    from tasks.build_models import build_models
+    from tasks.prepare_data import prepare_data
+    from tasks.report import write_report
+    from tasks.select_server import select_server
 
-    store_uri = d.open_store(spec).uri_for("")
-    data = d.prepare_data_stage.fn(spec.task.model_dump(), store_uri)
-    models = d.resolve_models.fn(spec)
-    probe_uri = data["splits"]["probe"]["uri"]
-
-    def server(s):
-        return d.select_server_stage.fn(s.constraints.model_dump(), s.servers.model_dump())
-
-    def teacher(s, selection):
-        row, ts = selection.row(selection.chosen), [models[t.name] for t in s.teachers]
-        generations = planned_questions(s.task.train_size, s.strategy.num_samples, s.strategy.max_attempts)
-        return d.select_teacher_stage.fn([t["candidate"] for t in ts], [t["sha256"] for t in ts],
-                                         s.task.model_dump(), probe_uri, s.constraints.budget_usd, generations,
-                                         float(row["total_gpu_memory_gb"]), float(row["cost_per_hour"]),
-                                         s.strategy.max_new_tokens)  # fmt: skip
-
-    def student(s, selection, choice):
-        ss, chosen = [models[c.name] for c in s.students], models[choice.chosen]
-        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in selection.row(selection.chosen).items()}
-        return d.prescreen_stage.fn([c["candidate"] for c in ss], [c["sha256"] for c in ss], chosen["candidate"],
-                                    chosen["sha256"], choice.probe, s.task.model_dump(), probe_uri, row,
-                                    s.constraints.model_dump(), s.training.model_dump(include=d.FIT_FIELDS),
-                                    s.strategy.model_dump())  # fmt: skip
-
-    loop = run_constraint_loop(spec, server, teacher, student, sorted(d._student_sizes(models)))
-    spec, selection = loop.spec, loop.selection
-    strategy = d.choose_strategy.fn(loop.teacher.accuracy, spec.strategy.tau, spec.strategy.force_mode)
-    t_model, s_model = models[loop.teacher.chosen], models[loop.student.chosen]
-    task = spec.task.model_dump()
-    synth_args = {"task": task, "teacher": t_model["candidate"], "train_uri": data["splits"]["train"]["uri"],
-                  "mode": strategy["mode"], "strategy": spec.strategy.model_dump()}  # fmt: skip
-    key = d.digest("synthesize", synth_args, t_model["sha256"], data["sha256"])
-    synth = STAGES["synthesize"](**synth_args, store_uri=store_uri, key=key)
-    method = next(f.method for f in loop.student.fits if f.name == loop.student.chosen)
-    train_args = {"task": task, "base_model": s_model["candidate"]["model"], "synthesis_uri": synth["uri"],
-                  "training": spec.training.model_dump(), "method": method, "seed": spec.task.seed}  # fmt: skip
-    key = d.digest("train", train_args, s_model["sha256"], synth["train_sha256"])
-    trained = STAGES["train"](**train_args, store_uri=store_uri, key=key)
-    evals = {}
-    for role, cand, sha in (("teacher", t_model["candidate"], t_model["sha256"]),
-                            ("student", {**s_model["candidate"], "model": trained["model_uri"]},
-                             trained["model_sha256"])):  # fmt: skip
-        args = {"task": task, "model": cand, "test_uri": data["splits"]["test"]["uri"],
-                "max_new_tokens": spec.strategy.max_new_tokens}  # fmt: skip
-        evals[role] = STAGES["evaluate"](
-            **args, store_uri=store_uri, key=d.digest("evaluate", args, sha, data["sha256"])
+    task, store_uri = spec.task, open_store(spec).uri_for("")
+    data = prepare_data.fn(task, dataset_ref(task), store_uri)
+    models = build_models.fn(spec)
+    servers = spec.servers
+    choice = select_server.fn(spec.constraints, servers, catalog_refs(servers), store_uri, job_profile(spec))
+    teacher, budget = models[spec.teachers[0].name], run_budget(spec, choice, store_uri)
+    probe = select_teacher.probe_teachers.fn(
+        [teacher],
+        task,
+        data.splits["probe"],
+        choice.row,
+        spec.constraints.budget_usd,
+        spec.strategy,
+        store_uri,
+        budget,
+    )
+    students = [models[c.name] for c in spec.students]
+    picked = select_student.prescreen_students.fn(
+        students,
+        teacher,
+        probe,
+        task,
+        data.splits["probe"],
+        choice.row,
+        select_student.fit_constraints(spec.constraints),
+        select_student.fit_settings(spec.training),
+        spec.strategy,
+        budget,
+    )
+    strategy = synthesize.choose_strategy.fn(probe.accuracy, spec.strategy)
+    synth = synthesize.run_synthesis(synthesis_job(spec, teacher, data, strategy.mode, store_uri, budget))
+    student = models[picked.chosen]
+    trained = train.run_training(training_job(spec, student, synth, picked.method, store_uri, budget))
+    test = data.splits["test"]
+    evals = [
+        evaluate.run_evaluation(
+            evaluate.EvalJob(
+                store_uri=store_uri,
+                budget=budget,
+                task=task,
+                model=m,
+                test=test,
+                max_new_tokens=spec.strategy.max_new_tokens,
+            )
         )
-    no_workers = d.Dispatcher([], spec.workers)
-    summary = d.DistillResult.summary(spec, loop, strategy, synth, trained, evals, None, no_workers)
-    server_row = {
-        k: (v.item() if hasattr(v, "item") else v) for k, v in selection.row(selection.chosen).items()
-    }
-    d.report_stage.fn(store_uri, d.digest("report", summary), summary, evals["teacher"]["uri"],
-                      evals["student"]["uri"], server_row, trained["meta_uri"], trained["model_uri"],
-                      t_model["candidate"]["model"])  # fmt: skip
-    plot_front(selection, TMP / "pareto.png")  # the flow renders it into a Prefect artifact
-    return {"student_accuracy": evals["student"]["accuracy"], "steps": trained["result"]["steps"]}
+        for m in (teacher, student.trained(trained.model_uri, trained.model_sha256))
+    ]
+    loop = LoopOutcome(
+        True, spec, [Attempt(0, {}, choice.chosen, probe.chosen, picked.chosen)], [], choice, probe, picked
+    )
+    made = Products(data, strategy, synth, trained, choice.chosen or "", evals[0], evals[1], None, [])
+    summary = run_summary(spec, loop, made, budget.ledger().summary())
+    write_report.fn(summary, evals[0], evals[1], choice.row, trained, teacher, store_uri)
+    return {"student_accuracy": evals[1].accuracy, "steps": trained.result.steps}
 
 
 STAGE_SECONDS = [0.0]  # time spent inside the GPU stage functions during the current run
 
 
 def time_stages() -> None:
-    """Wrap flows/stages.py STAGES (both modes call them through that dict) to add up their time."""
-    from flows import stages
+    """Wrap the GPU stages' job functions (both modes call them by module attribute) to add up their time."""
+    from tasks import evaluate, synthesize, train
 
     def timer(fn):
-        def timed_stage(**kwargs):
+        def timed_stage(job):
             start = time.perf_counter()
             try:
-                return fn(**kwargs)
+                return fn(job)
             finally:
                 STAGE_SECONDS[0] += time.perf_counter() - start
 
+        timed_stage.__wrapped__ = fn
         return timed_stage
 
-    for name, fn in list(stages.STAGES.items()):
-        stages.STAGES[name] = timer(fn)
+    for module, name in (
+        (synthesize, "run_synthesis"),
+        (train, "run_training"),
+        (evaluate, "run_evaluation"),
+    ):
+        setattr(module, name, timer(getattr(module, name)))
 
 
 def timed(label: str, home: Path, fn) -> tuple[float, float, Any]:
@@ -224,12 +252,15 @@ def main() -> None:
         from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
         import flows.distill  # noqa: F401  (imports are not part of any run's time)
+        import tasks.build_models
         import tasks.train  # noqa: F401
         from flows import run_flow
         from stratos.spec import parse_spec
 
         spec = parse_spec(make_spec(args.train_size, args.epochs, args.test_size))
-        flows.distill.resolve_models.fn(spec)  # builds the nano student into the zoo now, not in a timed run
+        tasks.build_models.build_models.fn(
+            spec
+        )  # builds the nano student into the zoo now, not in a timed run
         time_stages()
         cold: dict[str, list[float]] = {"direct": [], "prefect": []}
         outside: dict[str, list[float]] = {"direct": [], "prefect": []}
@@ -258,33 +289,53 @@ def main() -> None:
     # stages does not, so its difference is the steadier estimate of what orchestration adds.
     outside_overhead_s = min(outside["prefect"]) - min(outside["direct"])
     same = results["prefect"].metrics["student_accuracy"] == results["direct"]["student_accuracy"]
-    rows = [("direct (no Prefect), cold", direct_s), ("Prefect flow, cold", prefect_s),
-            ("Prefect flow, warm (all cached)", warm_s), ("Prefect overhead (cold - direct)", overhead_s),
-            ("  the same, outside the GPU stages", outside_overhead_s)]  # fmt: skip
+    rows = [
+        ("direct (no Prefect), cold", direct_s),
+        ("Prefect flow, cold", prefect_s),
+        ("Prefect flow, warm (all cached)", warm_s),
+        ("Prefect overhead (cold - direct)", overhead_s),
+        ("  the same, outside the GPU stages", outside_overhead_s),
+    ]
     log(f"\n{'run':<36} {'seconds':>8}")
     for name, seconds in rows:
         log(f"{name:<36} {seconds:>8.2f}")
-    log(f"overhead {overhead_s / prefect_s:.1%} of cold (target <= 10%); warm {warm_s / prefect_s:.1%} of cold "
-        f"(target <= 10%); same student accuracy both ways: {same}")  # fmt: skip
-    print(json.dumps({
-        "benchmark": "orchestration",
-        "machine": f"{platform.machine()} cpus={os.cpu_count()}",
-        "workload": {"domain": "arithmetic digits=2", "train_size": args.train_size, "epochs": args.epochs,
-                     "test_size": args.test_size, "train_steps": results["direct"]["steps"],
-                     "student": "zoo:nano (full fine-tune)", "zoo_prebuilt": zoo_prebuilt},
-        "server_start_s": round(server_start_s, 2),
-        "cold_direct_s": [round(s, 2) for s in cold["direct"]],
-        "cold_prefect_s": [round(s, 2) for s in cold["prefect"]],
-        "direct_s": round(direct_s, 2), "prefect_cold_s": round(prefect_s, 2), "prefect_warm_s": round(warm_s, 2),
-        "outside_stages_direct_s": [round(s, 2) for s in outside["direct"]],
-        "outside_stages_prefect_s": [round(s, 2) for s in outside["prefect"]],
-        "overhead_s": round(overhead_s, 2), "overhead_ratio": round(overhead_s / prefect_s, 4),
-        "overhead_outside_stages_s": round(outside_overhead_s, 2),
-        "overhead_outside_stages_ratio": round(outside_overhead_s / prefect_s, 4),
-        "warm_ratio": round(warm_s / prefect_s, 4), "same_student_accuracy": same,
-        "targets": {"max_overhead_ratio": 0.10, "max_warm_ratio": 0.10},
-        "meets_targets": overhead_s / prefect_s <= 0.10 and warm_s / prefect_s <= 0.10,
-    }))  # fmt: skip
+    log(
+        f"overhead {overhead_s / prefect_s:.1%} of cold (target <= 10%); warm {warm_s / prefect_s:.1%} of cold "
+        f"(target <= 10%); same student accuracy both ways: {same}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "orchestration",
+                "machine": f"{platform.machine()} cpus={os.cpu_count()}",
+                "workload": {
+                    "domain": "arithmetic digits=2",
+                    "train_size": args.train_size,
+                    "epochs": args.epochs,
+                    "test_size": args.test_size,
+                    "train_steps": results["direct"]["steps"],
+                    "student": "zoo:nano (full fine-tune)",
+                    "zoo_prebuilt": zoo_prebuilt,
+                },
+                "server_start_s": round(server_start_s, 2),
+                "cold_direct_s": [round(s, 2) for s in cold["direct"]],
+                "cold_prefect_s": [round(s, 2) for s in cold["prefect"]],
+                "direct_s": round(direct_s, 2),
+                "prefect_cold_s": round(prefect_s, 2),
+                "prefect_warm_s": round(warm_s, 2),
+                "outside_stages_direct_s": [round(s, 2) for s in outside["direct"]],
+                "outside_stages_prefect_s": [round(s, 2) for s in outside["prefect"]],
+                "overhead_s": round(overhead_s, 2),
+                "overhead_ratio": round(overhead_s / prefect_s, 4),
+                "overhead_outside_stages_s": round(outside_overhead_s, 2),
+                "overhead_outside_stages_ratio": round(outside_overhead_s / prefect_s, 4),
+                "warm_ratio": round(warm_s / prefect_s, 4),
+                "same_student_accuracy": same,
+                "targets": {"max_overhead_ratio": 0.10, "max_warm_ratio": 0.10},
+                "meets_targets": overhead_s / prefect_s <= 0.10 and warm_s / prefect_s <= 0.10,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: the paper's result at small scale, through the stage functions the flow runs.
 
-    .venv/bin/python bench/quality.py [--scenario mahjong|arithmetic|prescreen|all] [--out DIR] [--cold]
+    .venv/bin/python bench/quality.py [--scenario mahjong|arithmetic|prescreen|all] [--out DIR] [--cold] [--smoke]
 
 Scenarios (each reads its spec from examples/, so the figures are those of the shipped specs):
     mahjong     examples/mahjong-weak-teacher.yaml. The weak zoo teacher is probed, choose_mode
@@ -23,6 +23,9 @@ the zoo models -> probe teachers -> pre-screen students -> synthesize -> train -
 is timed. `--cold` points the zoo and the work directory at fresh empty folders, so the teacher
 build is part of the time as on a first run; without it, finished synthesis and training under
 --out are reused (their own recorded wall times are reported next to the stage times).
+
+`--smoke` (tests/test_bench.py) runs the same stages on a few questions for one epoch: the code
+path, not the figures (the zoo still trains the teachers it needs on first use).
 
 Progress goes to stderr, the tables to stdout; the last line of stdout is one JSON object.
 """
@@ -52,13 +55,13 @@ import torch  # noqa: E402
 from stratos import zoo  # noqa: E402
 from stratos.backends.base import Backend, SamplingParams  # noqa: E402
 from stratos.backends.factory import from_candidate  # noqa: E402
+from stratos.catalog import load_catalogs  # noqa: E402
 from stratos.domains import get_domain  # noqa: E402
 from stratos.domains.base import Domain, Example  # noqa: E402
+from stratos.evaluation import EvalResult, evaluate  # noqa: E402
+from stratos.pfg import select_server  # noqa: E402
 from stratos.spec import DistillSpec, ModelCandidate, load_spec  # noqa: E402
-from tasks.catalog import load_catalogs  # noqa: E402
-from tasks.evaluate import EvalResult, evaluate  # noqa: E402
-from tasks.prepare_data import load_examples, prepare_data  # noqa: E402
-from tasks.select_server import select_server  # noqa: E402
+from tasks.prepare_data import load_examples, write_splits  # noqa: E402
 from tasks.select_student import StudentChoice, make_demos, select_student, student_params  # noqa: E402
 from tasks.select_teacher import TeacherChoice, planned_questions, select_teacher  # noqa: E402
 from tasks.synthesize import Mode, choose_mode, synthesize  # noqa: E402
@@ -74,6 +77,7 @@ LATENCY_QUESTIONS = 20  # test questions answered one request at a time for the 
 # two-digit sums, so all are distilled with the same short budget, where they still differ.
 PRESCREEN_STUDENTS = ["zoo:nano", "zoo:micro", "zoo:base-nano", "zoo:base-micro", "zoo:base-mini"]
 PRESCREEN_EPOCHS = 2
+SMOKE = False  # set by --smoke: every spec shrunk by smoke_sized
 log = logging.getLogger("bench.quality")
 
 
@@ -109,6 +113,21 @@ class Setup:
         return SamplingParams(max_new_tokens=self.spec.strategy.max_new_tokens, temperature=0.0)
 
 
+def smoke_sized(spec: DistillSpec) -> DistillSpec:
+    """The spec at a few questions and one epoch: the code path runs, the figures mean nothing."""
+    assert spec.task is not None
+    task = spec.task.model_copy(update={"train_size": 32, "probe_size": 16, "test_size": 16})
+    strategy = spec.strategy.model_copy(update={"prescreen_size": 8})
+    training = spec.training.model_copy(update={"num_train_epochs": 1})
+    return spec.model_copy(update={"task": task, "strategy": strategy, "training": training})
+
+
+def read_spec(path: Path) -> DistillSpec:
+    """An example spec, shrunk under --smoke."""
+    spec = load_spec(path)
+    return smoke_sized(spec) if SMOKE else spec
+
+
 def resolved(candidate: ModelCandidate, domain: Domain, seed: int) -> ModelCandidate:
     """The candidate with a zoo reference replaced by its local path (built on first use)."""
     if candidate.kind != "hf":
@@ -121,7 +140,7 @@ def setup(spec: DistillSpec, out: Path, clock: Clock) -> Setup:
     assert spec.task is not None, "the example specs have a task section"
     domain = get_domain(spec.task)
     with clock.stage("prepare_data"):
-        prepared = prepare_data(spec.task, out / "data")
+        prepared = write_splits(spec.task, out / "data")
         splits = {name: load_examples(prepared.path(name)) for name in ("train", "probe", "test")}
     with clock.stage("select_server"):
         servers, _ = load_catalogs(spec.servers.catalog_paths())
@@ -136,20 +155,37 @@ def setup(spec: DistillSpec, out: Path, clock: Clock) -> Setup:
     with clock.stage("teacher_probe"):
         backends = {t.name: from_candidate(t) for t in teachers}
         s = spec.strategy
-        choice = select_teacher(teachers, backends, domain, splits["probe"], spec.constraints.budget_usd,
-                                planned_questions(spec.task.train_size, s.num_samples, s.max_attempts),
-                                float(server["total_gpu_memory_gb"]), float(server["cost_per_hour"]),
-                                s.max_new_tokens)  # fmt: skip
+        choice = select_teacher(
+            teachers,
+            backends,
+            domain,
+            splits["probe"],
+            spec.constraints.budget_usd,
+            planned_questions(spec.task.train_size, s.num_samples, s.max_attempts),
+            float(server["total_gpu_memory_gb"]),
+            float(server["cost_per_hour"]),
+            s.max_new_tokens,
+        )
     if choice.chosen is None:
         raise SystemExit(f"{spec.name}: no teacher chosen: {choice.reason}")
     teacher_backend = backends[choice.chosen]
     with clock.stage("prescreen"):
-        demos = make_demos(teacher_backend, domain, splits["probe"], choice.probe, s.prescreen_demos,
-                           s.max_new_tokens)  # fmt: skip
+        demos = make_demos(
+            teacher_backend, domain, splits["probe"], choice.probe, s.prescreen_demos, s.max_new_tokens
+        )
         student_backends = {name: from_candidate(c) for name, c in students.items()}
-        student_choice = select_student(list(students.values()), student_backends, domain, server,
-                                        spec.constraints, spec.training, splits["probe"][: s.prescreen_size],
-                                        demos, s.prescreen_threshold, s.max_new_tokens)  # fmt: skip
+        student_choice = select_student(
+            list(students.values()),
+            student_backends,
+            domain,
+            server,
+            spec.constraints,
+            spec.training,
+            splits["probe"][: s.prescreen_size],
+            demos,
+            s.prescreen_threshold,
+            s.max_new_tokens,
+        )
     teacher = next(t for t in teachers if t.name == choice.chosen)
     return Setup(spec, domain, splits, teacher, teacher_backend, choice, students, student_choice)
 
@@ -158,10 +194,26 @@ def synthesis_for(run: Setup, mode: Mode, out: Path, clock: Clock, tag: str) -> 
     """Synthesize the training set in `mode` (resumes from `out`); the report as a dict."""
     s = run.spec.strategy
     with clock.stage(f"synthesis_{tag}"):
-        report = synthesize(run.teacher_backend, run.domain, run.splits["train"], mode, out / f"synthesis-{mode}",
-                            s.num_samples, s.max_attempts, s.temperature, s.max_new_tokens, seed=0)  # fmt: skip
-    log.info("%s: %d accepted of %d samples, %.1f%% of questions covered, verdicts %s", mode, report.accepted,
-             report.samples, 100 * report.coverage, report.verdicts)  # fmt: skip
+        report = synthesize(
+            run.teacher_backend,
+            run.domain,
+            run.splits["train"],
+            mode,
+            out / f"synthesis-{mode}",
+            s.num_samples,
+            s.max_attempts,
+            s.temperature,
+            s.max_new_tokens,
+            seed=0,
+        )
+    log.info(
+        "%s: %d accepted of %d samples, %.1f%% of questions covered, verdicts %s",
+        mode,
+        report.accepted,
+        report.samples,
+        100 * report.coverage,
+        report.verdicts,
+    )
     return report.to_dict()
 
 
@@ -171,17 +223,36 @@ def distil(
     """Train `student` on a synthesized set, then score it on the held-out test split."""
     base = run.students[student].model
     with clock.stage(f"train_{tag}"):
-        trained = train_student(base, synthesis["train_path"], run.domain, run.spec.training,
-                                out / f"train-{synthesis['mode']}-{student}-e{run.spec.training.num_train_epochs:g}")  # fmt: skip
+        trained = train_student(
+            base,
+            synthesis["train_path"],
+            run.domain,
+            run.spec.training,
+            out / f"train-{synthesis['mode']}-{student}-e{run.spec.training.num_train_epochs:g}",
+        )
     with clock.stage(f"evaluate_{tag}"):
-        result = evaluate(from_candidate(ModelCandidate(name=student, model=trained.model_dir)), run.domain,
-                          run.splits["test"], run.params())  # fmt: skip
-    return {"student": student, "parameters": student_params(run.students[student]), "mode": synthesis["mode"],
-            "accepted": synthesis["accepted"], "samples": synthesis["samples"], "coverage": round(synthesis["coverage"], 4),
-            "train_rows": synthesis["accepted"], "train_steps": trained.steps, "train_wall_s": trained.wall_time_s,
-            "train_reused": trained.reused, "loss_last": trained.loss_last, "test_accuracy": result.accuracy,
-            "beyond_majority": beyond_majority(result, majority_answer(run.splits["test"])[0]),
-            "model_dir": trained.model_dir}  # fmt: skip
+        result = evaluate(
+            from_candidate(ModelCandidate(name=student, model=trained.model_dir)),
+            run.domain,
+            run.splits["test"],
+            run.params(),
+        )
+    return {
+        "student": student,
+        "parameters": student_params(run.students[student]),
+        "mode": synthesis["mode"],
+        "accepted": synthesis["accepted"],
+        "samples": synthesis["samples"],
+        "coverage": round(synthesis["coverage"], 4),
+        "train_rows": synthesis["accepted"],
+        "train_steps": trained.steps,
+        "train_wall_s": trained.wall_time_s,
+        "train_reused": trained.reused,
+        "loss_last": trained.loss_last,
+        "test_accuracy": result.accuracy,
+        "beyond_majority": beyond_majority(result, majority_answer(run.splits["test"])[0]),
+        "model_dir": trained.model_dir,
+    }
 
 
 def majority_answer(examples: list[Example]) -> tuple[str, float]:
@@ -200,9 +271,14 @@ def teacher_on_test(run: Setup, clock: Clock) -> dict[str, Any]:
     """The chosen teacher scored on the same held-out split as the students."""
     with clock.stage("evaluate_teacher"):
         result = evaluate(run.teacher_backend, run.domain, run.splits["test"], run.params())
-    return {"name": run.teacher.name, "parameters": student_params(run.teacher), "probe_accuracy": run.teacher_choice.accuracy,
-            "test_accuracy": result.accuracy, "test_n": result.n,
-            "beyond_majority": beyond_majority(result, majority_answer(run.splits["test"])[0])}  # fmt: skip
+    return {
+        "name": run.teacher.name,
+        "parameters": student_params(run.teacher),
+        "probe_accuracy": run.teacher_choice.accuracy,
+        "test_accuracy": result.accuracy,
+        "test_n": result.n,
+        "beyond_majority": beyond_majority(result, majority_answer(run.splits["test"])[0]),
+    }
 
 
 def single_request_latency(backend: Backend, run: Setup) -> float:
@@ -212,8 +288,10 @@ def single_request_latency(backend: Backend, run: Setup) -> float:
 
 
 def prescreen_rows(choice: StudentChoice) -> dict[str, dict[str, Any]]:
-    return {p.name: {"fewshot": p.fewshot_accuracy, "zeroshot": p.zeroshot_accuracy, "prescreen": p.capacity}
-            for p in choice.prescreen}  # fmt: skip
+    return {
+        p.name: {"fewshot": p.fewshot_accuracy, "zeroshot": p.zeroshot_accuracy, "prescreen": p.capacity}
+        for p in choice.prescreen
+    }
 
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -232,7 +310,7 @@ def chosen_run(spec: DistillSpec, out: Path, clock: Clock):
 
 def scenario_mahjong(out: Path) -> dict[str, Any]:
     """Weak teacher: injection vs the teacher, and vs forced alignment (ablation)."""
-    spec, clock = load_spec(MAHJONG_SPEC), Clock()
+    spec, clock = read_spec(MAHJONG_SPEC), Clock()
     run, student, mode, why, main, teacher = chosen_run(spec, out, clock)
     pipeline = sum(clock.seconds.values())
     ablation_mode, _ = choose_mode(run.teacher_choice.accuracy or 0.0, spec.strategy.tau, "alignment")
@@ -242,31 +320,54 @@ def scenario_mahjong(out: Path) -> dict[str, Any]:
     ratio = main["test_accuracy"] / teacher["test_accuracy"] if teacher["test_accuracy"] else None
     gap = main["test_accuracy"] - ablation["test_accuracy"]
     majority, share = majority_answer(run.splits["test"])
-    return {"spec": str(MAHJONG_SPEC.relative_to(ROOT)), "options": spec.task.options, "mode": mode, "mode_reason": why,
-            "majority_answer": {"answer": majority, "share": share}, "teacher": teacher, "student": main, "ablation": ablation, "student_over_teacher": ratio,
-            "injection_minus_alignment": round(gap, 4), "prescreen": prescreen_rows(run.student_choice),
-            "stage_seconds": clock.seconds, "pipeline_seconds": round(pipeline, 1),
-            "targets": {"student_2x_teacher": ratio is not None and ratio >= 2.0,
-                        "ablation_10_points_below": gap >= 0.10}}  # fmt: skip
+    return {
+        "spec": str(MAHJONG_SPEC.relative_to(ROOT)),
+        "options": spec.task.options,
+        "mode": mode,
+        "mode_reason": why,
+        "majority_answer": {"answer": majority, "share": share},
+        "teacher": teacher,
+        "student": main,
+        "ablation": ablation,
+        "student_over_teacher": ratio,
+        "injection_minus_alignment": round(gap, 4),
+        "prescreen": prescreen_rows(run.student_choice),
+        "stage_seconds": clock.seconds,
+        "pipeline_seconds": round(pipeline, 1),
+        "targets": {
+            "student_2x_teacher": ratio is not None and ratio >= 2.0,
+            "ablation_10_points_below": gap >= 0.10,
+        },
+    }
 
 
 def scenario_arithmetic(out: Path) -> dict[str, Any]:
     """Strong teacher: alignment; student accuracy, size and latency next to the teacher's."""
-    spec, clock = load_spec(ARITHMETIC_SPEC), Clock()
+    spec, clock = read_spec(ARITHMETIC_SPEC), Clock()
     run, student, mode, why, main, teacher = chosen_run(spec, out, clock)
     with clock.stage("latency"):
         student_backend = from_candidate(ModelCandidate(name=student, model=main["model_dir"]))
         main["latency_p50_s"] = single_request_latency(student_backend, run)
         teacher["latency_p50_s"] = single_request_latency(run.teacher_backend, run)
     share = main["test_accuracy"] / teacher["test_accuracy"] if teacher["test_accuracy"] else None
-    return {"spec": str(ARITHMETIC_SPEC.relative_to(ROOT)), "options": spec.task.options, "mode": mode, "mode_reason": why,
-            "teacher": teacher, "student": main, "student_share_of_teacher": share,
-            "size_ratio": main["parameters"] / teacher["parameters"],
-            "latency_ratio": main["latency_p50_s"] / teacher["latency_p50_s"],
-            "stage_seconds": clock.seconds, "pipeline_seconds": round(sum(clock.seconds.values()), 1),
-            "targets": {"student_90pct_of_teacher": share is not None and share >= 0.9,
-                        "smaller": main["parameters"] < teacher["parameters"],
-                        "faster": main["latency_p50_s"] < teacher["latency_p50_s"]}}  # fmt: skip
+    return {
+        "spec": str(ARITHMETIC_SPEC.relative_to(ROOT)),
+        "options": spec.task.options,
+        "mode": mode,
+        "mode_reason": why,
+        "teacher": teacher,
+        "student": main,
+        "student_share_of_teacher": share,
+        "size_ratio": main["parameters"] / teacher["parameters"],
+        "latency_ratio": main["latency_p50_s"] / teacher["latency_p50_s"],
+        "stage_seconds": clock.seconds,
+        "pipeline_seconds": round(sum(clock.seconds.values()), 1),
+        "targets": {
+            "student_90pct_of_teacher": share is not None and share >= 0.9,
+            "smaller": main["parameters"] < teacher["parameters"],
+            "faster": main["latency_p50_s"] < teacher["latency_p50_s"],
+        },
+    }
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -280,7 +381,7 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 def prescreen_spec() -> DistillSpec:
     """The arithmetic spec with students of three sizes, random and briefly pre-trained, and a short budget."""
-    spec = load_spec(ARITHMETIC_SPEC)
+    spec = read_spec(ARITHMETIC_SPEC)
     students = [ModelCandidate(name=ref.removeprefix("zoo:"), model=ref) for ref in PRESCREEN_STUDENTS]
     training = spec.training.model_copy(update={"num_train_epochs": PRESCREEN_EPOCHS})
     return spec.model_copy(update={"students": students, "training": training})
@@ -296,11 +397,23 @@ def scenario_prescreen(out: Path) -> dict[str, Any]:
     rows = []
     for name in run.students:  # spec order: smallest first
         final = distil(run, name, synthesis, out, clock, name)
-        rows.append({"student": name, "parameters": final["parameters"], **screened.get(name, {}),
-                     "final_accuracy": final["test_accuracy"], "train_wall_s": final["train_wall_s"]})  # fmt: skip
+        rows.append(
+            {
+                "student": name,
+                "parameters": final["parameters"],
+                **screened.get(name, {}),
+                "final_accuracy": final["test_accuracy"],
+                "train_wall_s": final["train_wall_s"],
+            }
+        )
     rho = spearman([r.get("prescreen", 0.0) for r in rows], [r["final_accuracy"] for r in rows])
-    return {"spec": str(ARITHMETIC_SPEC.relative_to(ROOT)), "mode": mode, "rows": rows, "spearman": rho,
-            "stage_seconds": clock.seconds}  # fmt: skip
+    return {
+        "spec": str(ARITHMETIC_SPEC.relative_to(ROOT)),
+        "mode": mode,
+        "rows": rows,
+        "spearman": rho,
+        "stage_seconds": clock.seconds,
+    }
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -317,8 +430,10 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             "| model | parameters | test accuracy | beyond the majority answer | p50 latency (ms, 1 request) |"
         )
         print("|---|---:|---:|---:|---:|")
-        rows = [("teacher " + r["teacher"]["name"], r["teacher"]),
-                (f"student {r['student']['student']} ({r['mode']})", r["student"])]  # fmt: skip
+        rows = [
+            ("teacher " + r["teacher"]["name"], r["teacher"]),
+            (f"student {r['student']['student']} ({r['mode']})", r["student"]),
+        ]
         if "ablation" in r:
             rows.append((f"student {r['ablation']['student']} (alignment forced)", r["ablation"]))
         for label, m in rows:
@@ -338,8 +453,10 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
         print("| student | parameters | few-shot | zero-shot | pre-screen | final |")
         print("|---|---:|---:|---:|---:|---:|")
         for row in r["rows"]:
-            print(f"| {row['student']} | {row['parameters']:,} | {row.get('fewshot', 0):.1%} | "
-                  f"{row.get('zeroshot', 0):.1%} | {row.get('prescreen', 0):.1%} | {row['final_accuracy']:.1%} |")  # fmt: skip
+            print(
+                f"| {row['student']} | {row['parameters']:,} | {row.get('fewshot', 0):.1%} | "
+                f"{row.get('zeroshot', 0):.1%} | {row.get('prescreen', 0):.1%} | {row['final_accuracy']:.1%} |"
+            )
         rho = r["spearman"]
         print(
             f"\nSpearman rank correlation: {'undefined (a side is constant)' if rho is None else f'{rho:.2f}'}"
@@ -347,8 +464,13 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 SCENARIOS = {"mahjong": scenario_mahjong, "arithmetic": scenario_arithmetic, "prescreen": scenario_prescreen}
@@ -357,16 +479,24 @@ SCENARIOS = {"mahjong": scenario_mahjong, "arithmetic": scenario_arithmetic, "pr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/stratos-bench-quality"),
-                        help="work directory; finished synthesis and training there are reused")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="work directory; finished synthesis and training there are reused "
+        "(default /tmp/stratos-bench-quality, -smoke under --smoke)",
+    )
     parser.add_argument(
         "--cold", action="store_true", help="fresh empty zoo and work directory (first-run timing)"
     )
+    parser.add_argument("--smoke", action="store_true", help="a few questions, one epoch: the path only")
     args = parser.parse_args()
+    global SMOKE
+    SMOKE = args.smoke
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s", force=True
     )
-    out = args.out
+    out = args.out or Path(f"/tmp/stratos-bench-quality{'-smoke' if args.smoke else ''}")
     if args.cold:
         out = out / datetime.now().strftime("cold-%Y%m%d-%H%M%S")
         os.environ[zoo.ZOO_ENV] = str(out / "zoo")  # read at each zoo call: nothing cached is found
@@ -375,10 +505,20 @@ def main() -> None:
     # prescreen shares arithmetic's work directory: its synthesis is reused
     results = {name: SCENARIOS[name](out / ("arithmetic" if name == "prescreen" else name)) for name in names}
     print_tables(results)
-    print(json.dumps({"benchmark": "quality", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                      "machine": {**machine(), "load_average_at_start": load_before}, "cold": args.cold,
-                      "zoo": str(zoo.zoo_dir()), "scenarios": results,
-                      "seconds": round(time.perf_counter() - started, 1)}, default=str))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "quality",
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {**machine(), "load_average_at_start": load_before},
+                "cold": args.cold,
+                "zoo": str(zoo.zoo_dir()),
+                "scenarios": results,
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: a deployed endpoint under concurrent load, through the official `openai` client.
 
-Deploys a zoo model with the deploy stage (tasks.deploy: start -> health -> smoke ->
+Deploys a zoo model with the deploy stage (tasks.serve: start -> health -> smoke ->
 parity), then, for each concurrency level, sends a bounded number of chat
 completions from a thread pool (loopback only; a level stops submitting after
 --max-seconds) and reports per-request latency p50/p95, requests/s, completion
@@ -31,9 +31,9 @@ import openai
 from stratos import zoo
 from stratos.backends.hf import HFBackend
 from stratos.domains import get_domain
-from stratos.spec import TaskSpec
-from tasks.deploy import deploy_model, parity_sample, stop_endpoint
-from tasks.evaluate import evaluate
+from stratos.evaluation import evaluate
+from stratos.spec import ServeSettings, TaskSpec
+from tasks.serve import VllmOptions, parity_sample, serve_student, stop_endpoint
 
 NAME = "bench-student"
 
@@ -107,15 +107,22 @@ def main() -> None:
     sample = questions[:16]
     expected = evaluate(HFBackend(model_dir, name=NAME), domain, sample)
     sample, expected_accuracy = parity_sample(expected, sample, len(sample))
-    print(f"deploying {model_label} ({model_dir}) on the {args.backend} path", file=sys.stderr)
+    print(f"serving {model_label} ({model_dir}) on the {args.backend} path", file=sys.stderr)
     began = time.perf_counter()
-    record = deploy_model(
-        model_dir, domain=domain, parity_examples=sample, expected_accuracy=expected_accuracy,
-        served_model_name=NAME, server_id="local", backend=args.backend, reuse=False,
-        vllm_executable=args.vllm_executable, max_model_len=1024 if args.backend == "vllm" else None,
-        startup_timeout_s=600, tolerance=0.1,
-    )  # fmt: skip
-    deploy_s = time.perf_counter() - began
+    record = serve_student(
+        model_dir,
+        domain=domain,
+        parity_examples=sample,
+        expected_accuracy=expected_accuracy,
+        served_model_name=NAME,
+        server_id="local",
+        settings=ServeSettings(backend=args.backend, startup_timeout_s=600, parity_tolerance=0.1),
+        vllm=VllmOptions(
+            executable=args.vllm_executable, max_model_len=1024 if args.backend == "vllm" else None
+        ),
+        reuse=False,
+    )
+    serve_s = time.perf_counter() - began
     levels = {}
     try:
         for concurrency in args.concurrency:
@@ -127,13 +134,15 @@ def main() -> None:
         stop_endpoint(record.id)
 
     print(
-        f"\n{model_label} on {args.backend}: healthy after {record.startup_s:.1f}s, deployed in {deploy_s:.1f}s"
+        f"\n{model_label} on {args.backend}: healthy after {record.startup_s:.1f}s, served in {serve_s:.1f}s"
     )
     print("| concurrency | requests | errors | p50 ms | p95 ms | req/s | completion tok/s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for c, r in levels.items():
-        print(f"| {c} | {r['requests']} | {r['errors']} | {r['latency_p50_ms']} | {r['latency_p95_ms']} | "
-              f"{r['requests_per_s']} | {r['completion_tokens_per_s']} |")  # fmt: skip
+        print(
+            f"| {c} | {r['requests']} | {r['errors']} | {r['latency_p50_ms']} | {r['latency_p95_ms']} | "
+            f"{r['requests_per_s']} | {r['completion_tokens_per_s']} |"
+        )
     report = {
         "benchmark": "serving",
         "backend": args.backend,
@@ -141,7 +150,7 @@ def main() -> None:
         "machine": platform.machine(),
         "max_tokens": args.max_tokens,
         "startup_s": record.startup_s,
-        "deploy_s": round(deploy_s, 1),
+        "serve_s": round(serve_s, 1),
         "parity": record.parity.model_dump() if record.parity else None,
         "levels": levels,
         "errors": sum(r["errors"] for r in levels.values()),

@@ -53,13 +53,32 @@ def main() -> None:
         for tau in TAUS:
             mode, why = choose_mode(choice.accuracy, tau)
             if mode not in reports:
-                reports[mode] = synthesize(backend, domain, questions, mode, Path(tmp) / mode, num_samples=4,
-                                           max_attempts=8, temperature=0.7)  # fmt: skip
+                reports[mode] = synthesize(
+                    backend,
+                    domain,
+                    questions,
+                    mode,
+                    Path(tmp) / mode,
+                    num_samples=4,
+                    max_attempts=8,
+                    temperature=0.7,
+                )
             r = reports[mode]
-            rows.append({"tau": tau, "mode": mode, "accepted": r.accepted, "samples": r.samples,
-                         "acceptance_rate": round(r.acceptance_rate, 4), "coverage": round(r.coverage, 4)})  # fmt: skip
-            print(f"τ={tau:<5} {mode:<10} accepted {r.accepted:4d}/{r.samples:<4d} "
-                  f"({r.acceptance_rate:.1%}), coverage {r.coverage:.1%}", file=sys.stderr)  # fmt: skip
+            rows.append(
+                {
+                    "tau": tau,
+                    "mode": mode,
+                    "accepted": r.accepted,
+                    "samples": r.samples,
+                    "acceptance_rate": round(r.acceptance_rate, 4),
+                    "coverage": round(r.coverage, 4),
+                }
+            )
+            print(
+                f"τ={tau:<5} {mode:<10} accepted {r.accepted:4d}/{r.samples:<4d} "
+                f"({r.acceptance_rate:.1%}), coverage {r.coverage:.1%}",
+                file=sys.stderr,
+            )
         # The mode no τ chose, for contrast: what the other branch would have produced.
         other = "alignment" if "injection" in reports else "injection"
         r = synthesize(
@@ -72,13 +91,27 @@ def main() -> None:
             max_attempts=8,
             temperature=0.7,
         )
-        contrast = {"mode": other, "accepted": r.accepted, "samples": r.samples,
-                    "acceptance_rate": round(r.acceptance_rate, 4), "coverage": round(r.coverage, 4)}  # fmt: skip
-    print(json.dumps({
-        "benchmark": "strategy_threshold", "scenario": "mahjong weak teacher", "options": MAHJONG_SMALL,
-        "teacher_probe_accuracy": choice.accuracy, "train_questions": len(questions), "by_tau": rows,
-        "other_mode_for_contrast": contrast, "seconds": round(time.perf_counter() - started, 1),
-    }))  # fmt: skip
+        contrast = {
+            "mode": other,
+            "accepted": r.accepted,
+            "samples": r.samples,
+            "acceptance_rate": round(r.acceptance_rate, 4),
+            "coverage": round(r.coverage, 4),
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "strategy_threshold",
+                "scenario": "mahjong weak teacher",
+                "options": MAHJONG_SMALL,
+                "teacher_probe_accuracy": choice.accuracy,
+                "train_questions": len(questions),
+                "by_tau": rows,
+                "other_mode_for_contrast": contrast,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

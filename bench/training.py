@@ -4,10 +4,13 @@ All in one run, on random-init zoo models of the arithmetic domain (throughput
 does not depend on what the weights know), through the same trainer builders
 the training stage uses (tasks.train.build_sft_trainer / build_grpo_trainer):
 
-    sft      full fine-tuning, completion-only loss, per size: padded batches, then
+    sft      full fine-tuning, completion-only loss, per size: padded batches in float32, then
              packing=True (TRL's best-fit-decreasing packing into max_seq_length rows,
-             padding-free). tokens/s counts real (non-pad) tokens the model trained on:
-             the same tokens either way, so the two figures compare directly.
+             padding-free), then padded with bf16 autocast forced (bf16_over_fp32: > 1 where
+             the hardware has bf16 units, < 1 where it is emulated), then padded with activation
+             checkpointing on (TRL's default; Stratos turns it off: checkpointed_over_off).
+             tokens/s counts real (non-pad) tokens the model trained on: the same tokens
+             every way, so the figures compare directly.
     grpo     nano model, group size 8, batch 16 completions per step; seconds per step
              (generation + reward + update), averaged over the steps after the first.
 
@@ -31,6 +34,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
 from stratos import zoo
+from stratos.devices import cpu_has_bf16
 from stratos.domains import get_domain
 from stratos.domains.base import completion_text
 from stratos.spec import TaskSpec, TrainingSettings
@@ -62,15 +66,27 @@ def bench_sft(model_dir: Path, rows, settings: TrainingSettings, work: Path, pac
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])  # real tokens, no padding yet
     result = trainer.train()
     seconds = result.metrics["train_runtime"]
-    return {"packing": packing, "rows_in": len(rows), "rows_trained": len(trainer.train_dataset),
-            "steps": result.global_step, "tokens": tokens, "seconds": round(seconds, 2),
-            "tokens_per_second": round(tokens * settings.num_train_epochs / seconds, 1)}  # fmt: skip
+    return {
+        "packing": packing,
+        "rows_in": len(rows),
+        "rows_trained": len(trainer.train_dataset),
+        "steps": result.global_step,
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(tokens * settings.num_train_epochs / seconds, 1),
+    }
 
 
 def bench_grpo(model_dir: Path, domain, examples, work: Path, steps: int) -> dict:
     model, tokenizer = _load(model_dir)
-    settings = TrainingSettings(method="grpo", learning_rate=1e-4, per_device_train_batch_size=16, num_generations=8,
-                                save_steps=10_000, num_train_epochs=1)  # fmt: skip
+    settings = TrainingSettings(
+        method="grpo",
+        learning_rate=1e-4,
+        per_device_train_batch_size=16,
+        num_generations=8,
+        save_steps=10_000,
+        num_train_epochs=1,
+    )
     frame_rows = [{"question": ex.question, "gold": ex.answer} for ex in examples[: steps * 2]]
     import pandas as pd
 
@@ -82,8 +98,14 @@ def bench_grpo(model_dir: Path, domain, examples, work: Path, steps: int) -> dic
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     later = timer.times[1:] or timer.times  # the first step pays one-off setup
-    return {"size": "nano", "steps": len(timer.times), "num_generations": 8, "completions_per_step": 16,
-            "max_completion_length": 32, "seconds_per_step": round(sum(later) / len(later), 3)}  # fmt: skip
+    return {
+        "size": "nano",
+        "steps": len(timer.times),
+        "num_generations": 8,
+        "completions_per_step": 16,
+        "max_completion_length": 32,
+        "seconds_per_step": round(sum(later) / len(later), 3),
+    }
 
 
 def main() -> None:
@@ -97,11 +119,19 @@ def main() -> None:
     examples = domain.load("train", args.rows, seed=0)
     import pandas as pd
 
-    frame = pd.DataFrame([{"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
-                          for ex in examples])  # fmt: skip
+    frame = pd.DataFrame(
+        [{"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)} for ex in examples]
+    )
     rows = sft_rows(domain, frame)
-    settings = TrainingSettings(method="full", learning_rate=1e-3, num_train_epochs=1, per_device_train_batch_size=16,
-                                save_steps=10_000, max_seq_length=256)  # fmt: skip
+    settings = TrainingSettings(
+        method="full",
+        learning_rate=1e-3,
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        save_steps=10_000,
+        max_seq_length=256,
+        bf16=False,  # the float32 baseline; each size is also run with bf16 autocast forced
+    )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="stratos-bench-train-") as tmp:
         work = Path(tmp)
@@ -109,9 +139,23 @@ def main() -> None:
         for size in args.sizes:
             model_dir = zoo.random_model(domain, size)
             runs = [bench_sft(model_dir, rows, settings, work / f"{size}-{p}", p) for p in (False, True)]
-            print(f"{size}: {runs}", file=sys.stderr)
-            sft[size] = {"parameters": zoo.count_parameters(model_dir), "padded": runs[0], "packed": runs[1],
-                         "packed_over_padded": round(runs[1]["tokens_per_second"] / runs[0]["tokens_per_second"], 2)}  # fmt: skip
+            autocast = settings.model_copy(update={"bf16": True})  # forced, native here or not
+            bf16 = bench_sft(model_dir, rows, autocast, work / f"{size}-bf16", False)
+            recompute = settings.model_copy(update={"activation_checkpointing": True})  # TRL's own default
+            checkpointed = bench_sft(model_dir, rows, recompute, work / f"{size}-ckpt", False)
+            print(f"{size}: {runs} bf16 {bf16} checkpointed {checkpointed}", file=sys.stderr)
+            sft[size] = {
+                "parameters": zoo.count_parameters(model_dir),
+                "padded": runs[0],
+                "packed": runs[1],
+                "packed_over_padded": round(runs[1]["tokens_per_second"] / runs[0]["tokens_per_second"], 2),
+                "padded_bf16": bf16,
+                "bf16_over_fp32": round(bf16["tokens_per_second"] / runs[0]["tokens_per_second"], 2),
+                "padded_checkpointed": checkpointed,
+                "checkpointed_over_off": round(
+                    checkpointed["tokens_per_second"] / runs[0]["tokens_per_second"], 2
+                ),
+            }
         grpo = bench_grpo(zoo.random_model(domain, "nano"), domain, examples, work / "grpo", args.grpo_steps)
         print(f"grpo: {grpo}", file=sys.stderr)
     report = {
@@ -119,6 +163,8 @@ def main() -> None:
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_native": cpu_has_bf16(),
         "sft_batch_size": settings.per_device_train_batch_size,
         "sft": sft,
         "grpo": grpo,

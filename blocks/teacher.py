@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-if TYPE_CHECKING:
-    from stratos.backends.openai_http import OpenAIBackend
+from stratos.backends.openai_http import OpenAIBackend
 
 
 class TeacherEndpointBlock(Block):
@@ -25,8 +22,6 @@ class TeacherEndpointBlock(Block):
 
     def backend(self, name: str | None = None) -> OpenAIBackend:
         """An HTTP backend for this endpoint (the key goes into its auth header only)."""
-        from stratos.backends.openai_http import OpenAIBackend
-
         return OpenAIBackend(
             self.base_url,
             self.model,

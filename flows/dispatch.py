@@ -1,41 +1,49 @@
-"""Running a GPU stage where it belongs: in-process, or on a Prefect worker of the chosen server.
+"""Where a GPU stage runs: in this process, or on a Prefect worker of the chosen server.
 
-Placement follows the Pareto front: the chosen server first, then the other
-front servers in order of closeness to the ideal point. A server whose work
-pool (blocks/workers.py) has no live worker within `workers.wait_s` is skipped
-and the reason recorded: that is the fail-over. On a live pool the stage is
-started with `run_deployment` of the `stratos-stage` flow and watched; if the
-worker falls silent (no heartbeat for `workers.heartbeat_timeout_s`) the run is
-marked crashed and `WorkerLost` is raised, which the Prefect task retries: the
-retry goes to a live worker and resumes from the stage's checkpoints.
+The Dispatcher is the flow's `Runner` (stratos.jobs): a dispatched task hands it a job function
+and its typed job. Placement follows the Pareto front: the chosen server first, then the other
+front servers in order of closeness to the ideal point. A server whose work pool
+(blocks/workers.py) has no live worker within `workers.wait_s` is skipped and the reason
+recorded: that is the fail-over. On a live pool the job runs as a `stratos-stage` flow run
+(flows/stages.py, started with `run_deployment`) and is watched; if the worker and the run both
+fall silent (no heartbeat and no log line for `workers.heartbeat_timeout_s`) the run is marked
+crashed and `WorkerLost` is raised, which the Prefect task retries: the retry goes to a live
+worker and resumes from the stage's checkpoints. The output comes back through the artifact store.
 
-With no pool for the chosen server (the embedded default) the stage simply
-runs in this process.
+With no pool for the chosen server (the embedded default) the job simply runs in this process.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+from prefect.client.schemas.sorting import LogSort
+from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.states import Crashed
+from pydantic import BaseModel
 
 from blocks.workers import WorkerPoolBlock, WorkTarget
-from flows.stages import STAGES, result_key, stage_flow
+from deployments.stages import register_stage_deployment
+from flows.stages import BUDGET_STOP, job_types, result_key
+from stratos.jobs import StageJob, WorkerLost
+from stratos.ledger import BudgetExhausted
 from stratos.spec import WorkerSettings
 from stratos.storage import from_uri
+from tasks.select_server import ServerRow
 
 log = logging.getLogger(__name__)
 
-STAGE_FLOW = "stratos-stage"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-class WorkerLost(RuntimeError):
-    """The worker running a stage stopped answering; retrying is safe (stages resume)."""
+J = TypeVar("J", bound=StageJob)
+Out = TypeVar("Out", bound=BaseModel)
 
 
 class NoLiveWorker(RuntimeError):
@@ -61,6 +69,7 @@ class Dispatcher:
     placements: list[Placement]
     settings: WorkerSettings
     failovers: list[str] = field(default_factory=list)
+    cluster: dict[str, Any] | None = None  # the server provisioning launched for this run, if any
 
     @property
     def in_process(self) -> bool:
@@ -70,58 +79,49 @@ class Dispatcher:
     def current(self) -> str:
         return self.placements[0].server_id
 
-    def run(self, stage: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run `stage` with `args` where it belongs and return its result (with ran_on/failovers)."""
+    def run(self, fn: Callable[[J], Out], job: J) -> Out:
+        """Run `fn(job)` where it belongs and return its output."""
         if self.in_process:
-            return {**STAGES[stage](**args), "ran_on": self.current, "worker": None}
+            return fn(job)
         for index, place in enumerate(list(self.placements)):
             if place.target is None:  # a front server with no pool cannot take over from the chosen one
-                note = f"{stage}: server {place.server_id} skipped (no work pool mapped to it in `workers`)"
-                log.warning(note)
-                self.failovers.append(note)
+                self._skip(
+                    f"{job.stage}: server {place.server_id} skipped (no work pool mapped to it in `workers`)"
+                )
                 continue
             if not wait_for_worker(
                 place.target.pool, self.settings.wait_s, self.settings.heartbeat_timeout_s
             ):
-                note = (f"{stage}: server {place.server_id} unavailable (pool '{place.target.pool}' had no live "
-                        f"worker within {self.settings.wait_s:g}s); failing over to the next Pareto server")  # fmt: skip
-                log.warning(note)
-                self.failovers.append(note)
+                self._skip(
+                    f"{job.stage}: server {place.server_id} unavailable (pool '{place.target.pool}' had no live "
+                    f"worker within {self.settings.wait_s:g}s); failing over to the next Pareto server"
+                )
                 continue
             self.placements = self.placements[index:]  # later stages start where this one ran
-            result = run_remote(stage, args, place.target, self.settings)
-            return {**result, "ran_on": place.server_id, "worker": place.target.pool}
+            return run_remote(fn, job, place.target, self.settings)
+        pools = ", ".join(str(p.target.pool) for p in self.placements if p.target)
         raise NoLiveWorker(
-            f"{stage}: no server on the Pareto front has a live worker "
-            f"({', '.join(str(p.target.pool) for p in self.placements if p.target)}); start one with "
+            f"{job.stage}: no server on the Pareto front has a live worker ({pools}); start one with "
             "`prefect worker start --pool POOL` on the server, or empty `workers` in the spec to run in-process"
         )
 
-
-def placements(front: list[str], servers: Any, settings: WorkerSettings) -> list[Placement]:
-    """The front in preference order, each with its pool (the chosen server must be first in `front`)."""
-    block = WorkerPoolBlock.load(settings.pools_block) if settings.pools_block else WorkerPoolBlock(
-        pools=settings.pools, naming_convention=settings.naming_convention
-    )  # fmt: skip
-    out = []
-    for server_id in front:
-        row = servers.loc[servers["id"] == server_id]
-        accelerator = str(row["accelerator"].iloc[0]) if len(row) else ""
-        out.append(Placement(server_id, block.lookup(server_id, accelerator)))
-    return out
+    def _skip(self, note: str) -> None:
+        log.warning(note)
+        self.failovers.append(note)
 
 
-def _client():
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
+def placements(front: list[ServerRow], settings: WorkerSettings) -> list[Placement]:
+    """The front in preference order (the chosen server first), each with its pool."""
+    if settings.pools_block:
+        block = WorkerPoolBlock.load(settings.pools_block)
+    else:
+        block = WorkerPoolBlock(pools=settings.pools, naming_convention=settings.naming_convention)
+    return [Placement(row.id, block.lookup(row.id, row.accelerator)) for row in front]
 
 
 def live_workers(pool: str, heartbeat_timeout_s: float) -> int:
     """Workers of `pool` whose last heartbeat is recent; 0 when the pool does not exist."""
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    with _client() as client:
+    with get_client(sync_client=True) as client:
         try:
             workers = client.read_workers_for_work_pool(pool)
         except PrefectHTTPStatusError as err:  # the sync client raises this, not ObjectNotFound, on a 404
@@ -130,9 +130,10 @@ def live_workers(pool: str, heartbeat_timeout_s: float) -> int:
             raise
     now = datetime.now(UTC)
     return sum(
-        1 for w in workers
+        1
+        for w in workers
         if w.last_heartbeat_time and (now - w.last_heartbeat_time).total_seconds() <= heartbeat_timeout_s
-    )  # fmt: skip
+    )
 
 
 def wait_for_worker(pool: str, wait_s: float, heartbeat_timeout_s: float) -> bool:
@@ -146,56 +147,77 @@ def wait_for_worker(pool: str, wait_s: float, heartbeat_timeout_s: float) -> boo
         time.sleep(1.0)
 
 
-def deployment_name(pool: str) -> str:
-    return f"stage-{pool}"
-
-
-def ensure_stage_deployment(target: WorkTarget) -> str:
-    """The `stratos-stage/stage-<pool>` deployment, created from this checkout if missing."""
-    from prefect.exceptions import ObjectNotFound
-
-    name = f"{STAGE_FLOW}/{deployment_name(target.pool)}"
-    with _client() as client:
-        try:
-            client.read_deployment_by_name(name)
-            return name
-        except ObjectNotFound:
-            pass
-    stage_flow.from_source(str(REPO_ROOT), "flows/stages.py:stage_flow").deploy(
-        deployment_name(target.pool), work_pool_name=target.pool, work_queue_name=target.queue,
-        print_next_steps=False,
-    )  # fmt: skip
-    return name
-
-
-def run_remote(
-    stage: str, args: dict[str, Any], target: WorkTarget, settings: WorkerSettings
-) -> dict[str, Any]:
-    """Start the stage on `target`'s pool, wait for it, and read its result from the artifact store."""
-    from prefect.deployments import run_deployment
-
-    name = ensure_stage_deployment(target)
-    run = run_deployment(name, parameters={"stage": stage, "args": args}, timeout=0,
-                         work_queue_name=target.queue, flow_run_name=f"{stage}-{args['key'][:12]}")  # fmt: skip
-    log.info("%s dispatched to pool '%s' as flow run %s", stage, target.pool, run.id)
+def run_remote(fn: Callable[[J], Out], job: J, target: WorkTarget, settings: WorkerSettings) -> Out:
+    """Start the job on `target`'s pool, wait for it, and read its output from the artifact store."""
+    name = register_stage_deployment(target)
+    parameters = {
+        "stage": job.stage,
+        "function": f"{fn.__module__}:{fn.__name__}",
+        "job": job.model_dump(mode="json"),
+    }
+    run = run_deployment(
+        name,
+        parameters=parameters,
+        timeout=0,
+        work_queue_name=target.queue,
+        flow_run_name=f"{job.stage}-{job.key[:12]}",
+    )
+    log.info("%s dispatched to pool '%s' as flow run %s", job.stage, target.pool, run.id)
     state = watch(run.id, target.pool, settings)
     if state.type.value != "COMPLETED":
-        raise StageFailed(f"{stage} on pool '{target.pool}' ended {state.type.value}: {state.message}")
-    return from_uri(args["store_uri"]).get_json(result_key(stage, args["key"]))
+        raise StageFailed(f"{job.stage} on pool '{target.pool}' ended {state.type.value}: {state.message}")
+    _, output_type = job_types(fn)
+    output = from_uri(job.store_uri).get_json(result_key(job.stage, job.key))
+    if BUDGET_STOP in output:
+        raise BudgetExhausted(**output[BUDGET_STOP])
+    return output_type.model_validate(output)
+
+
+@dataclass
+class RunVoice:
+    """The newest log line a flow run has shipped, to tell a working run from a silent one."""
+
+    flow_run_id: Any
+    newest: datetime | None = None
+    heard_at: float = field(default_factory=lambda: time.monotonic())  # looked up when made
+
+    def heard(self, client: SyncPrefectClient) -> bool:
+        """True when the run shipped a log line since the last look (timestamps are its own clock)."""
+        logs = client.read_logs(
+            LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[self.flow_run_id]),
+                timestamp=LogFilterTimestamp(after_=self.newest),
+            ),
+            limit=1,
+            sort=LogSort.TIMESTAMP_DESC,
+        )
+        if logs and (self.newest is None or logs[0].timestamp > self.newest):
+            self.newest, self.heard_at = logs[0].timestamp, time.monotonic()
+            return True
+        return False
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.heard_at
 
 
 def watch(flow_run_id: Any, pool: str, settings: WorkerSettings):
-    """Poll the run until it ends; raise WorkerLost when the pool's workers fall silent meanwhile."""
-    from prefect.states import Crashed
+    """Poll the run until it ends; raise WorkerLost when the pool's workers and the run fall silent.
 
+    Lost means both: no worker heartbeat and no log line from the run for heartbeat_timeout_s. A
+    worker whose heartbeats stall while its run keeps working (a loaded machine, a slow API
+    database) is not lost; a dead machine takes its runs with it, so both stop.
+    """
     deadline = time.monotonic() + settings.stage_timeout_s
-    with _client() as client:
+    voice = RunVoice(flow_run_id)
+    with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             state = client.read_flow_run(flow_run_id).state
             if state is not None and state.type.value in TERMINAL:
                 return state
-            if not live_workers(pool, settings.heartbeat_timeout_s):
-                message = f"worker of pool '{pool}' lost (no heartbeat for {settings.heartbeat_timeout_s:g}s)"
+            voice.heard(client)
+            timeout = settings.heartbeat_timeout_s
+            if not live_workers(pool, timeout) and voice.silent_for() > timeout:
+                message = f"worker of pool '{pool}' lost (no heartbeat and no log line from the run for {timeout:g}s)"
                 client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
                 raise WorkerLost(message)
             time.sleep(1.0)

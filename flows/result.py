@@ -1,23 +1,39 @@
-"""What a `distill` run hands back (DistillResult) and the report it leaves in Prefect."""
+"""What a `distill` run hands back (DistillResult) and the artifacts it leaves in Prefect.
+
+The result is JSON all the way down (`stratos run --json` prints it): the choices and why, the
+constraint loop, the metrics, the artifact URIs and the endpoint. The Prefect artifacts of a run
+are the report (markdown), the Pareto plot, and tables of the Pareto front, the teacher probe and
+the student pre-screen, so the UI shows the decisions, not only the outcome.
+"""
 
 from __future__ import annotations
 
 import base64
-import tempfile
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
+from flows.loop import LoopOutcome
+from stratos.ledger import BudgetExhausted, Ledger
 from stratos.spec import DistillSpec
-from tasks.report import report_markdown as comparison_markdown
+from stratos.storage import fetch
+from tasks.evaluate import Evaluation
+from tasks.prepare_data import PreparedData
+from tasks.report import Report
+from tasks.serve import Served
+from tasks.synthesize import Strategy, Synthesis
+from tasks.train import TrainedStudent
+
+FRONT_ROWS = 25  # rows of the Pareto-front table artifact (the plot shows the whole front)
 
 
 class DistillResult(BaseModel):
     """The choices and why, the metrics, the artifact URIs and the endpoint of one run."""
 
     name: str
-    status: Literal["deployed", "trained", "infeasible"]
+    status: Literal["served", "trained", "infeasible", "budget_exhausted"]
     choices: dict[str, Any] = Field(
         default_factory=dict, description="server/teacher/student/strategy + reasons"
     )
@@ -30,119 +46,229 @@ class DistillResult(BaseModel):
     artifacts: dict[str, str | None] = Field(default_factory=dict, description="artifact URIs")
     endpoint: dict[str, Any] | None = None
     failovers: list[str] = Field(default_factory=list)
+    ledger: dict[str, Any] | None = Field(
+        None, description="What the job spent, stage by stage (stratos.ledger)."
+    )
+    cluster: dict[str, Any] | None = Field(None, description="The server provisioning launched, if it did.")
+    message: str | None = Field(None, description="Why the run stopped early (the budget), when it did.")
     report_markdown: str | None = None
 
-    @staticmethod
-    def loop_summary(loop) -> dict[str, Any]:
-        return {"feasible": loop.feasible, "report": loop.report(), "relaxations": loop.relaxations,
-                "iterations": [a.__dict__ for a in loop.attempts]}  # fmt: skip
 
-    @classmethod
-    def infeasible(cls, spec: DistillSpec, loop) -> DistillResult:
-        return cls(name=spec.name, status="infeasible", loop=cls.loop_summary(loop),
-                   report_markdown="# INFEASIBLE\n\n```\n" + loop.report() + "\n```\n")  # fmt: skip
+@dataclass
+class Products:
+    """What the stages after the constraint loop made."""
 
-    @classmethod
-    def summary(cls, spec, loop, strategy, synth, trained, evals, endpoint, dispatcher) -> dict[str, Any]:
-        """The run's choices and figures as JSON (part of the report and of the result)."""
-        selection, teacher, student = loop.selection, loop.teacher, loop.student
-        return {
-            "name": spec.name,
-            "choices": {
-                "server": {
-                    "id": selection.chosen,
-                    "reason": selection.reason,
-                    "ran_on": trained.get("ran_on"),
-                    "baselines": selection.baselines,
-                },
-                "teacher": {
-                    "name": teacher.chosen,
-                    "probe_accuracy": teacher.accuracy,
-                    "reason": teacher.reason,
-                },
-                "student": {
-                    "name": student.chosen,
-                    "reason": student.reason,
-                    "prescreen": [p.__dict__ for p in student.prescreen],
-                },
-                "strategy": strategy,
-            },  # fmt: skip
-            "loop": cls.loop_summary(loop),
-            "metrics": {
-                "teacher_accuracy": evals["teacher"]["accuracy"],
-                "student_accuracy": evals["student"]["accuracy"],
-                "test_size": evals["student"]["n"],
-                "synthesis": synth["report"],
-                "training": trained["result"],
+    data: PreparedData
+    strategy: Strategy
+    synthesis: Synthesis
+    trained: TrainedStudent
+    ran_on: str
+    teacher_eval: Evaluation
+    student_eval: Evaluation
+    served: Served | None
+    failovers: list[str]
+    cluster: dict[str, Any] | None = None
+
+
+def loop_summary(loop: LoopOutcome) -> dict[str, Any]:
+    return {
+        "feasible": loop.feasible,
+        "report": loop.report(),
+        "relaxations": loop.relaxations,
+        "iterations": [asdict(a) for a in loop.attempts],
+    }
+
+
+def run_summary(
+    spec: DistillSpec, loop: LoopOutcome, made: Products, ledger: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's choices and figures as JSON (the report's `run` section and the result's body)."""
+    assert loop.selection and loop.teacher and loop.student
+    teacher, student = loop.teacher, loop.student
+    return {
+        "name": spec.name,
+        "choices": {
+            "server": {
+                "id": loop.selection.chosen,
+                "reason": loop.selection.reason,
+                "ran_on": made.ran_on,
+                "baselines": loop.selection.baselines,
             },
-            "endpoint": (endpoint or {}).get("endpoint"),
-            "failovers": dispatcher.failovers,
-        }
+            "teacher": {
+                "name": teacher.chosen,
+                "probe_accuracy": teacher.accuracy,
+                "reason": teacher.reason,
+                "scores": [asdict(s) for s in teacher.scores],
+            },
+            "student": {
+                "name": student.chosen,
+                "reason": student.reason,
+                "prescreen": student.to_dict()["prescreen"],
+            },
+            "strategy": made.strategy.model_dump(),
+        },
+        "loop": loop_summary(loop),
+        "metrics": {
+            "teacher_accuracy": made.teacher_eval.accuracy,
+            "student_accuracy": made.student_eval.accuracy,
+            "teacher_strict_accuracy": made.teacher_eval.strict_accuracy,
+            "student_strict_accuracy": made.student_eval.strict_accuracy,
+            "teacher_flexible_accuracy": made.teacher_eval.flexible_accuracy,
+            "student_flexible_accuracy": made.student_eval.flexible_accuracy,
+            "test_size": made.student_eval.n,
+            "synthesis": made.synthesis.report.to_dict(),
+            "training": made.trained.result.to_dict(),
+        },
+        "endpoint": made.served.endpoint.model_dump(mode="json") if made.served else None,
+        "failovers": made.failovers,
+        "cluster": made.cluster,
+        "ledger": ledger,
+    }
 
-    @classmethod
-    def completed(cls, spec, summary, report, data, synth, trained, evals, endpoint) -> DistillResult:
-        return cls(
-            name=spec.name,
-            status="deployed" if endpoint else "trained",
-            choices=summary["choices"],
-            loop=summary["loop"],
-            metrics=summary["metrics"],
-            artifacts={
-                "data": data["uri"],
-                "synthesis": synth["uri"],
-                "model": trained["model_uri"],
-                "adapter": trained.get("adapter_uri"),
-                "teacher_evaluation": evals["teacher"]["uri"],
-                "student_evaluation": evals["student"]["uri"],
-                "report": report["markdown_uri"],
-            },  # fmt: skip
-            endpoint=summary["endpoint"],
-            failovers=summary["failovers"],
-            report_markdown=report["markdown"],
+
+def completed(spec: DistillSpec, summary: dict[str, Any], report: Report, made: Products) -> DistillResult:
+    return DistillResult(
+        name=spec.name,
+        status="served" if made.served else "trained",
+        choices=summary["choices"],
+        loop=summary["loop"],
+        metrics=summary["metrics"],
+        artifacts={
+            "data": made.data.uri,
+            "synthesis": made.synthesis.uri,
+            "model": made.trained.model_uri,
+            "adapter": made.trained.adapter_uri,
+            "teacher_evaluation": made.teacher_eval.uri,
+            "student_evaluation": made.student_eval.uri,
+            "report": report.markdown_uri,
+        },
+        endpoint=summary["endpoint"],
+        failovers=summary["failovers"],
+        ledger=summary["ledger"],
+        cluster=summary["cluster"],
+        report_markdown=report.markdown,
+    )
+
+
+def infeasible(spec: DistillSpec, loop: LoopOutcome) -> DistillResult:
+    return DistillResult(
+        name=spec.name,
+        status="infeasible",
+        loop=loop_summary(loop),
+        report_markdown="# INFEASIBLE\n\n```\n" + loop.report() + "\n```\n",
+    )
+
+
+def exhausted(loop: LoopOutcome, err: BudgetExhausted, ledger: Ledger) -> DistillResult:
+    """The run stopped before it would overspend; what it made is kept for the next run to resume."""
+    summary = ledger.summary()
+    rows = "\n".join(f"| {stage} | {usd:.4f} |" for stage, usd in summary["by_stage"].items())
+    markdown = (
+        f"# BUDGET EXHAUSTED: `{loop.spec.name}`\n\n{err}\n\n| stage | USD |\n|---|---:|\n{rows}\n\n"
+        f"Spent ${summary['spent_usd']:.4f} of ${summary['budget_usd']:g}.\n"
+    )
+    return DistillResult(
+        name=loop.spec.name,
+        status="budget_exhausted",
+        loop=loop_summary(loop),
+        ledger=summary,
+        message=str(err),
+        report_markdown=markdown,
+    )
+
+
+def publish_artifacts(result: DistillResult, loop: LoopOutcome) -> None:
+    """The report, the Pareto plot and the decision tables as Prefect artifacts of the current run."""
+    create_markdown_artifact(
+        result.report_markdown or "",
+        key="distill-report",
+        description=f"Stratos run {result.name}: {result.status}",
+    )
+    if result.ledger and result.ledger["entries"]:
+        spent, budget = result.ledger["spent_usd"], result.ledger["budget_usd"]
+        create_table_artifact(
+            [_ledger_row(e) for e in result.ledger["entries"]],
+            key="cost-ledger",
+            description=f"${spent:.4f} of ${budget:g} spent (ledgers/{result.name}.json in the artifact store)",
+        )
+    choice = loop.selection
+    if choice is None or not choice.feasible:
+        return
+    if choice.plot_uri:
+        image = base64.b64encode(fetch(choice.plot_uri).read_bytes()).decode()
+        create_markdown_artifact(
+            f"![Pareto front](data:image/png;base64,{image})",
+            key="pareto-front",
+            description=f"server selection: {choice.chosen}",
+        )
+    front = [
+        {
+            "server": r.id,
+            "hardware": round(r.hardware, 1),
+            "$/h": round(r.cost_per_hour, 3),
+            "rtt ms": round(r.latency_ms, 1),
+            "GPU GB": round(r.total_gpu_memory_gb),
+            "chosen": r.id == choice.chosen,
+        }
+        for r in choice.front[:FRONT_ROWS]
+    ]
+    create_table_artifact(
+        front,
+        key="pareto-front-table",
+        description=f"Pareto front, fail-over order ({len(choice.front)} servers)",
+    )
+    if loop.teacher:
+        create_table_artifact(
+            [_teacher_row(s) for s in loop.teacher.scores],
+            key="teacher-probe",
+            description=loop.teacher.reason,
+        )
+    if loop.student:
+        create_table_artifact(
+            [_prescreen_row(p) for p in loop.student.to_dict()["prescreen"]],
+            key="student-prescreen",
+            description=loop.student.reason,
         )
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    """The run report: choices with reasons, the constraint loop, teacher vs student, the endpoint."""
-    run = report["run"]
-    c = run["choices"]
-    synth, training = run["metrics"]["synthesis"], run["metrics"]["training"]
-    lines = [f"# Stratos run `{run['name']}`", "", "## Choices", "",
-             f"- **Server** `{c['server']['id']}`: {c['server']['reason']}",
-             f"- **Teacher** `{c['teacher']['name']}`: {c['teacher']['reason']}",
-             f"- **Student** `{c['student']['name']}`: {c['student']['reason']}",
-             f"- **Strategy** {c['strategy']['mode']}: {c['strategy']['reason']}", "",
-             "| student | params | few-shot | zero-shot | passed |", "|---|---:|---:|---:|---|"]  # fmt: skip
-    for p in c["student"]["prescreen"]:
-        lines.append(f"| {p['name']} | {p['params'] or '-':,} | {p['fewshot_accuracy']:.3f} | "
-                     f"{p['zeroshot_accuracy']:.3f} | {'yes' if p['passed'] else 'no'} |")  # fmt: skip
-    lines += ["", "## Constraint loop", "", "```", run["loop"]["report"], "```", "",
-              f"Synthesis: {synth['accepted']} examples kept of {synth['samples']} samples "
-              f"({synth['questions_covered']} of {synth['questions']} questions covered). "
-              f"Training: {training['method']}, {training['steps']} steps, {training['wall_time_s']:.0f} s, "
-              f"loss {training['loss_first']} -> {training['loss_last']}.", ""]  # fmt: skip
-    lines.append(comparison_markdown(report))
-    if run.get("endpoint"):
-        e = run["endpoint"]
-        lines += ["## Endpoint", "", f"`{e.get('url')}` serving `{e.get('served_model_name')}` "
-                  f"({e.get('backend')}, id `{e.get('id')}`); stop it with `stratos stop {e.get('id')}`.", ""]  # fmt: skip
-    for note in run.get("failovers") or []:
-        lines.append(f"- fail-over: {note}")
-    return "\n".join(lines)
+def _ledger_row(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "stage": entry["stage"],
+        "item": entry["item"],
+        "USD": round(entry["usd"], 6),
+        "basis": entry["basis"],
+        "tokens in/out": f"{entry['prompt_tokens']}/{entry['completion_tokens']}",
+        "seconds": round(entry["seconds"], 1),
+        "note": entry["note"],
+    }
 
 
-def write_report_artifacts(result: DistillResult, selection, markdown: str | None) -> None:
-    """The report and the Pareto plot as Prefect artifacts of the current run."""
-    from prefect.artifacts import create_markdown_artifact
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
-    from stratos.plots import plot_front
 
-    create_markdown_artifact(markdown or result.report_markdown or "", key="distill-report",
-                             description=f"Stratos run {result.name}: {result.status}")  # fmt: skip
-    if selection is None or not selection.feasible:
-        return
-    with tempfile.TemporaryDirectory(prefix="stratos-plot-") as tmp:
-        png = plot_front(selection, Path(tmp) / "pareto.png").read_bytes()
-    image = base64.b64encode(png).decode()
-    create_markdown_artifact(f"![Pareto front](data:image/png;base64,{image})", key="pareto-front",
-                             description=f"server selection: {selection.chosen}")  # fmt: skip
+def _teacher_row(score: Any) -> dict[str, Any]:
+    return {
+        "teacher": score.name,
+        "kind": score.kind,
+        "eligible": score.eligible,
+        "strict": _pct(score.strict_accuracy),
+        "flexible": _pct(score.flexible_accuracy),
+        "p50 ms": None if score.latency_p50_s is None else round(score.latency_p50_s * 1000),
+        "$ per 1k questions": None
+        if score.cost_per_1k_questions is None
+        else round(score.cost_per_1k_questions, 4),
+        "reason": score.reason,
+    }
+
+
+def _prescreen_row(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "student": p["name"],
+        "params": p["params"],
+        "few-shot strict": _pct(p["fewshot_strict"]),
+        "few-shot flexible": _pct(p["fewshot_flexible"]),
+        "zero-shot strict": _pct(p["zeroshot_strict"]),
+        "zero-shot flexible": _pct(p["zeroshot_flexible"]),
+        "passed": p["passed"],
+    }

@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 SPEC=${1:-examples/mahjong-weak-teacher.yaml}
-# Every core to the run's torch work: on an idle 2-core machine two threads made a weak-teacher step
-# 1.9x and a student step 1.6x faster than one. On a machine shared with other heavy jobs,
-# OMP_NUM_THREADS=1 avoids threads fighting over cores.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+# Torch threads follow one rule (stratos/threads.py): STRATOS_THREADS, else OMP_NUM_THREADS, else the
+# idle cores (cores minus the load, at least 1). Every core wins on an idle machine (two threads: a
+# weak-teacher step 1.9x faster than one); on a busy one, two threads ran ~5x slower. Decided once
+# here, with the load measured over half a second now: the 1-minute average still counts the install
+# above (it gave the main job one thread on an idle machine). The run and what it starts use it.
+STRATOS_THREADS=$(.venv/bin/python -c "from stratos.threads import live_thread_count; print(live_thread_count())")
+export STRATOS_THREADS
+echo "==> torch threads: $STRATOS_THREADS (STRATOS_THREADS; see stratos/threads.py)"
 exec .venv/bin/stratos run "$SPEC"

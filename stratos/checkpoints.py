@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from stratos.files import write_json_atomic
+from stratos.progress import StageProgress
 
 log = logging.getLogger("tasks.train")
 PROGRESS_FILE = "stratos_progress.json"  # per checkpoint: wall time spent up to it
@@ -25,8 +26,9 @@ PROGRESS_FILE = "stratos_progress.json"  # per checkpoint: wall time spent up to
 class Progress(TrainerCallback):
     """Logs step/max_steps, loss (or reward) and ETA; records where the run started and the time spent."""
 
-    def __init__(self, previous_seconds: float = 0.0):
+    def __init__(self, previous_seconds: float = 0.0, artifact_key: str = "training-progress"):
         self.previous_seconds = previous_seconds  # wall time of earlier, interrupted runs
+        self.bar = StageProgress("training steps", 1, artifact_key, log)  # the run page's progress bar
         self.started = time.perf_counter()
         self.start_step = 0
         self.losses: list[float] = []
@@ -48,8 +50,18 @@ class Progress(TrainerCallback):
         done = state.global_step - self.start_step
         eta = self.elapsed() / done * (state.max_steps - state.global_step) if done else float("nan")
         reward = f" reward {logs['reward']:.3f}" if "reward" in logs else ""
-        log.info("step %d/%d loss %.4f%s elapsed %.0fs eta %.0fs", state.global_step, state.max_steps,
-                 logs.get("loss", float("nan")), reward, self.elapsed(), eta)  # fmt: skip
+        self.bar.show(
+            100.0 * state.global_step / max(state.max_steps, 1), force=state.global_step >= state.max_steps
+        )
+        log.info(
+            "step %d/%d loss %.4f%s elapsed %.0fs eta %.0fs",
+            state.global_step,
+            state.max_steps,
+            logs.get("loss", float("nan")),
+            reward,
+            self.elapsed(),
+            eta,
+        )
 
     def on_save(self, args, state, control, **kwargs):
         # Written after the Trainer's own files, so a resumed run can add up wall time.

@@ -18,15 +18,37 @@ def plot_front(selection, path: Path) -> Path:
     front = s[s["id"].isin(selection.front)]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     if not feasible.empty:
-        points = ax.scatter(feasible["cost_per_hour"], feasible["latency_ms"], c=feasible["hardware"],
-                            cmap="viridis", s=12, alpha=0.5, label="feasible servers")  # fmt: skip
+        points = ax.scatter(
+            feasible["cost_per_hour"],
+            feasible["latency_ms"],
+            c=feasible["hardware"],
+            cmap="viridis",
+            s=12,
+            alpha=0.5,
+            label="feasible servers",
+        )
         fig.colorbar(points, ax=ax, label="hardware (TFLOPS or GB)")
-        ax.scatter(front["cost_per_hour"], front["latency_ms"], facecolors="none", edgecolors="black",
-                   s=60, linewidths=1.0, label="Pareto front")  # fmt: skip
+        ax.scatter(
+            front["cost_per_hour"],
+            front["latency_ms"],
+            facecolors="none",
+            edgecolors="black",
+            s=60,
+            linewidths=1.0,
+            label="Pareto front",
+        )
     if selection.chosen:
         row = selection.row(selection.chosen)
-        ax.scatter([row.cost_per_hour], [row.latency_ms], marker="*", s=320, c="red", edgecolors="black",
-                   label=f"chosen: {selection.chosen}", zorder=5)  # fmt: skip
+        ax.scatter(
+            [row.cost_per_hour],
+            [row.latency_ms],
+            marker="*",
+            s=320,
+            c="red",
+            edgecolors="black",
+            label=f"chosen: {selection.chosen}",
+            zorder=5,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("cost ($/hour, log scale)")
     ax.set_ylabel("network round trip to the user (ms)")

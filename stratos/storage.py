@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from stratos.errors import Unreachable
 from stratos.files import file_digest
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class ArtifactNotFoundError(StorageError, FileNotFoundError):
     """No published artifact under the key (an unfinished directory counts as absent)."""
 
 
+class StoreUnreachable(StorageError, Unreachable):
+    """The store's server does not answer (nothing listening, a timeout): the run cannot start or go on."""
+
+
 @dataclass(frozen=True)
 class Artifact:
     """What a put returns: enough for a stage result and a content-based cache key, and no secrets."""
@@ -68,6 +73,29 @@ class Artifact:
 def stratos_home() -> Path:
     """`$STRATOS_HOME`, else `.stratos` under the current directory."""
     return Path(os.environ.get("STRATOS_HOME") or ".stratos").expanduser().resolve()
+
+
+def writable_dir(path: Path, what: str) -> None:
+    """Raise StorageError unless `path` is, or could be made, a directory this process writes to.
+
+    A missing directory is probed at its nearest existing parent, so the check creates nothing.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(
+            f"{what} '{path}' cannot be a directory: '{existing}' is a file; choose a directory path"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".stratos-probe-"):
+            pass
+    except OSError as err:
+        where = "" if existing == path else f" (its parent '{existing}' does not allow creating it)"
+        raise StorageError(
+            f"{what} '{path}' is not writable{where}: {err.strerror}; choose a directory you can write to "
+            "or fix its permissions"
+        ) from None
 
 
 def check_key(key: str) -> str:
@@ -210,6 +238,10 @@ class ArtifactStore:
         """A verified local copy of the directory (dest, else in place or the download cache)."""
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise StorageError naming the store and the fix unless a run can write here (seconds at most)."""
+        raise NotImplementedError
+
     def exists(self, key: str) -> bool:
         """Whether key holds a file or a complete directory."""
         raise NotImplementedError
@@ -263,6 +295,10 @@ class LocalStore(ArtifactStore):
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
+
+    def check(self) -> None:
+        """The root is a directory this process can write, or can create: probed, nothing left behind."""
+        writable_dir(self.root, "the artifact store (storage.uri)")
 
     @staticmethod
     def _sidecar(path: Path) -> Path:

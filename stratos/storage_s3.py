@@ -27,7 +27,13 @@ import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from pydantic import SecretStr
 
 from stratos.files import file_digest
@@ -39,6 +45,7 @@ from stratos.storage import (
     ArtifactNotFoundError,
     ArtifactStore,
     StorageError,
+    StoreUnreachable,
     _parse_manifest,
     _source_files,
     _swap_dir,
@@ -108,6 +115,9 @@ class S3Store(ArtifactStore):
         addressing = {"addressing_style": "path"} if endpoint_url else {}
         config = Config(s3=addressing, retries={"max_attempts": 5, "mode": "standard"})
         self._client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        # For check(): one try with short timeouts, so a dead endpoint is reported in seconds, not minutes.
+        quick = Config(s3=addressing, connect_timeout=3, read_timeout=5, retries={"max_attempts": 1})
+        self._quick = session.client("s3", endpoint_url=endpoint_url, config=quick)
 
     def __repr__(self) -> str:
         return f"S3Store(bucket={self.bucket!r}, prefix={self.prefix!r}, endpoint_url={self.endpoint_url!r})"
@@ -141,9 +151,31 @@ class S3Store(ArtifactStore):
                 "check the bucket, endpoint_url, region and credentials"
             ) from None
         except (BotoCoreError, Boto3Error) as err:  # Boto3Error: upload_file wraps failures in its own type
-            raise StorageError(
+            raise StoreUnreachable(
                 f"S3 {action} of '{key}' at {self.uri_for(key)} failed: {type(err).__name__}: {err}; "
                 "check endpoint_url and that the server is reachable"
+            ) from None
+
+    def check(self) -> None:
+        """The bucket answers and these credentials may use it (one HEAD request, short timeouts)."""
+        where = f"storage s3://{self.bucket}/{self.prefix} at {self._quick.meta.endpoint_url}"
+        try:
+            self._quick.head_bucket(Bucket=self.bucket)
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as err:
+            raise StoreUnreachable(
+                f"{where} does not answer ({type(err).__name__}); start the S3 server or fix endpoint_url"
+            ) from None
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            fix = {
+                "404": "the bucket does not exist: create it or fix storage.uri",
+                "NoSuchBucket": "the bucket does not exist: create it or fix storage.uri",
+                "403": "access denied: check the credentials and the bucket policy",
+            }.get(code, "check the bucket, region and credentials")
+            raise StorageError(f"{where}: {code or 'error'}; {fix}") from None
+        except (BotoCoreError, Boto3Error) as err:
+            raise StoreUnreachable(
+                f"{where} failed: {type(err).__name__}; check endpoint_url and credentials"
             ) from None
 
     def _head(self, obj: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ dataset, which gives completion-only loss through the chat template (the loss
 covers the assistant answer, not the prompt) -- the same trainer the student
 stage uses. On CPU it needs use_cpu=True (its bf16 default crashes without a
 GPU otherwise; with use_cpu, bf16 is CPU autocast, which a recipe may turn on)
-and no gradient checkpointing.
+and turns activation checkpointing off (TRL defaults to on).
 
 Measured on the shared 2-core machine (OMP_NUM_THREADS=1; with two torch
 threads competing with other processes a step was ~8x slower): strong
@@ -70,7 +70,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "epochs": 10,  # the full schedule: the injection format must be learnt well (8 epochs: 48% valid)
         "learning_rate": 2e-3,
         "batch_size": 32,
-        "bf16": True,  # CPU bf16 autocast: ~8% faster steps here, quality in the band (56% valid, 12% accuracy)
+        # bf16 where native (stratos.devices): on an AVX512_BF16 CPU autocast was ~8% faster with quality in
+        # the band (56% valid, 12% accuracy); on an AVX2-only CPU it ran at 0.08x of float32's tokens/s, so float32 there
+        "bf16": "auto",
         "target": None,  # no early stop, so no validation checks either (they only cost build time)
         "eval_every": 0,
         "val_size": 100,
@@ -147,7 +149,7 @@ class _ProgressAndTarget(Progress):
     """Progress logging (loss, ETA) plus a validation check every `every` steps that stops at `target`."""
 
     def __init__(self, check=None, every: int = 0, target: float | None = None):
-        super().__init__()
+        super().__init__(artifact_key="zoo-build-progress")
         self.check, self.every, self.target = check, every, target
         self.checks: list[dict[str, float]] = []
 
@@ -204,9 +206,9 @@ def train_and_measure(
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        activation_checkpointing=False,  # TRL's default recomputes every forward: memory these models do not need
         use_cpu=True,
-        bf16=recipe.get("bf16", False),  # with use_cpu: autocast on the CPU, which has bf16 units here
-        gradient_checkpointing=False,
+        bf16=recipe.get("bf16", False),  # with use_cpu: CPU autocast (resolved from "auto" by the zoo)
         completion_only_loss=True,
         max_length=1024,
         seed=seed,

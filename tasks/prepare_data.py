@@ -1,4 +1,4 @@
-"""Stage: draw the task's train / probe / test splits and write them as Parquet with content hashes.
+"""Stage 1, prepare data: draw the task's train / probe / test splits, write them as Parquet with content hashes.
 
 The splits are deterministic for a seed. Train and probe come from the domain's
 train split and never share a question; test comes from its held-out split and
@@ -16,19 +16,20 @@ import hashlib
 import json
 import logging
 import os
-import random
 import uuid
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import task as prefect_task
 from pydantic import BaseModel, Field
 
-from stratos.domains import get_domain
 from stratos.domains.base import Example
-from stratos.files import write_bytes_atomic
+from stratos.files import FileRef, write_bytes_atomic
+from stratos.jobs import CONTENT, digest, locked_work_dir
 from stratos.spec import TaskSpec
+from stratos.splits import draw_splits
+from stratos.storage import fetch, from_uri
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ META_FILE = "meta.json"
 
 
 class SplitFile(BaseModel):
-    path: str = Field(description="Parquet file of the split.")
+    path: str = Field(description="Parquet file of the split, where this stage wrote it.")
+    uri: str | None = Field(None, description="The same file in the artifact store, once published.")
     size: int = Field(description="Rows in the split.")
     requested: int = Field(description="Rows the spec asked for; more than size when the data ran short.")
     sha256: str = Field(description="Content hash of the split's canonical rows.")
@@ -52,12 +54,38 @@ class PreparedData(BaseModel):
     seed: int
     splits: dict[str, SplitFile]
     sha256: str = Field(description="Hash over all splits: the cache key of everything built from them.")
+    uri: str | None = Field(
+        None, description="The folder of the splits in the artifact store, once published."
+    )
 
     def path(self, split: str) -> Path:
         return Path(self.splits[split].path)
 
+    def published(self, root_uri: str) -> PreparedData:
+        """This record with every split's URI under `root_uri` (where put_dir placed the folder)."""
+        splits = {n: f.model_copy(update={"uri": f"{root_uri}/{n}.parquet"}) for n, f in self.splits.items()}
+        return self.model_copy(update={"splits": splits, "uri": root_uri})
 
-def prepare_data(task: TaskSpec, out_dir: str | Path) -> PreparedData:
+
+def load_split(split: SplitFile) -> list[Example]:
+    """A split's examples, from the artifact store when published (any machine), else from its path."""
+    return load_examples(fetch(split.uri) if split.uri else split.path)
+
+
+@prefect_task(name="prepare-data", task_run_name="prepare-data", cache_policy=CONTENT, persist_result=True)
+def prepare_data(task: TaskSpec, dataset: FileRef | None, store_uri: str) -> PreparedData:
+    """Draw the splits and publish them as data/<hash>/{train,probe,test}.parquet.
+
+    `dataset` is the user's file with its content hash (None for generated or vendored data):
+    editing the file in place changes the hash and so re-runs the stage.
+    """
+    with locked_work_dir("data", digest(task.model_dump(mode="json"), dataset)) as local:
+        prepared = write_splits(task, local)
+        folder = from_uri(store_uri).put_dir(f"data/{prepared.sha256[:20]}", local)
+    return prepared.published(folder.uri)
+
+
+def write_splits(task: TaskSpec, out_dir: str | Path) -> PreparedData:
     """Draw the splits for `task`, write them under `out_dir` (unchanged files are kept) and describe them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,36 +111,6 @@ def prepare_data(task: TaskSpec, out_dir: str | Path) -> PreparedData:
         write_parquet([to_row(e) for e in examples], Path(files[name].path))
     write_bytes_atomic(out / META_FILE, record.model_dump_json(indent=2).encode())
     return record
-
-
-def draw_splits(task: TaskSpec) -> dict[str, list[Example]]:
-    """Deterministic train / probe / test examples; probe is disjoint from both others."""
-    domain = get_domain(task)
-    test = _distinct(domain.load("test", task.test_size, task.seed))
-    held_out = {e.question for e in test}
-    pool = domain.load("train", task.train_size + task.probe_size, task.seed)
-    # A user's own splits may overlap; a test question must never be trained or probed on.
-    pool = [e for e in _distinct(pool) if e.question not in held_out]
-    if len(pool) <= task.probe_size:
-        raise ValueError(
-            f"task.probe_size = {task.probe_size} leaves no training questions: the {task.domain} train "
-            f"split has only {len(pool)}. Lower task.probe_size or give more data"
-        )
-    if not test:
-        raise ValueError(f"the {task.domain} test split is empty; give data with a test split or more rows")
-    random.Random(f"probe-{task.seed}").shuffle(pool)
-    probe, train = pool[: task.probe_size], pool[task.probe_size :][: task.train_size]
-    return {"train": train, "probe": probe, "test": test}
-
-
-def _distinct(examples: list[Example]) -> list[Example]:
-    seen: set[str] = set()
-    kept = []
-    for e in examples:
-        if e.question not in seen:
-            seen.add(e.question)
-            kept.append(e)
-    return kept
 
 
 def to_row(example: Example) -> dict[str, str]:
@@ -188,14 +186,3 @@ def load_examples(path: str | Path) -> list[Example]:
         )
         for r in rows
     ]
-
-
-def load_prepared(out_dir: str | Path) -> PreparedData:
-    """The record a finished `prepare_data` left in `out_dir`."""
-    path = Path(out_dir) / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' does not exist; run prepare_data into '{out_dir}' first")
-    return PreparedData.model_validate_json(path.read_text())
-
-
-prepare_data_task = task(prepare_data, name="prepare-data", retries=0)

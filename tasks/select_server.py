@@ -1,392 +1,126 @@
-"""Stage 1: choose the server with the Pareto Front Grid (PFG), and the baselines it is compared with.
+"""Stage 3, select server: the Pareto Front Grid over the catalogs, as a typed choice later stages read.
 
-Each server is a triple (H hardware, C $/hour, L network latency to the user).
-Hard filters remove servers that cannot run the job; the rest are min-max
-normalised per objective (1 = best) and placed on a K x K x K grid around the
-ideal point z* = (1, 1, 1):
-
-    r   = (1 + 2σ) / K
-    g_j = ceil((z*_j - x_j + σ) / r)          in 1..K  (1 = the cell nearest the ideal)
-
-The front is the set of non-dominated servers; the Pareto cells are the grid
-cells holding front servers that no other such cell grid-dominates. PFG takes
-the Pareto cell with the lowest cost index (ties: smallest index sum, then
-hardware and latency index), and in it the server nearest z*.
+The algorithm is stratos.pfg (the same code `stratos plan` runs); this stage loads the catalogs
+the spec names (their content hashes are inputs, so an edited catalog re-runs it), chooses, and
+hands on a ServerChoice: the chosen server's row as plain values, the front in fail-over order,
+the baselines and their scores, and what eliminated what. The Pareto plot is published to the
+artifact store, where the report picks it up.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+import tempfile
+from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from prefect import task
+from pydantic import BaseModel, Field
 
-from stratos.scoring import closeness_to_ideal, minmax
-from stratos.spec import SELECTION_METHODS, Constraints, ServerSettings
-from tasks.catalog import round_trip_ms
+from stratos import pfg
+from stratos.catalog import load_catalogs
+from stratos.files import FileRef
+from stratos.job_cost import JobProfile
+from stratos.jobs import CONTENT, digest
+from stratos.plots import plot_front
+from stratos.spec import Constraints, ServerSettings
+from stratos.storage import from_uri
 
-OBJECTIVES = ("hardware", "cost", "latency")
-BLOCK = 256  # points per block in the skyline sweep: small, so the in-block pairwise check stays cheap
-PRUNE_BINS = 32  # cells per axis of the pruning grid inside non_dominated (not the PFG grid)
+
+class ServerRow(BaseModel):
+    """One server as later stages need it (sizing models, pricing, the roofline), in native types."""
+
+    id: str
+    accelerator: str
+    gpu_count: int
+    total_gpu_memory_gb: float
+    tflops: float
+    bandwidth_gbs: float
+    cost_per_hour: float
+    latency_ms: float
+    hardware: float
+    job_usd: float | None = Field(
+        None, description="The planned job cost on this server (stratos.job_estimate)."
+    )
+
+    @classmethod
+    def of(cls, row: Any) -> ServerRow:
+        """From a row of pfg.Selection.servers (numpy scalars become Python numbers)."""
+        values = {name: row[name] for name in cls.model_fields if name in row}
+        return cls(**{name: v.item() if hasattr(v, "item") else v for name, v in values.items()})
 
 
-@dataclass
-class Selection:
-    """The outcome of server selection; arrays index rows of `servers`."""
+class ServerChoice(BaseModel):
+    """What server selection decided and why."""
 
     method: str
-    servers: pd.DataFrame  # id, hardware, cost_per_hour, latency_ms, feasible, normalised objectives
     chosen: str | None
-    front: list[str]
-    pareto_cells: list[tuple[int, int, int]]
-    chosen_cell: tuple[int, int, int] | None
-    baselines: dict[str, str | None]
-    eliminated: dict[str, int]
-    constraint_text: dict[str, str]
-    nearest_feasible: list[dict] = field(default_factory=list)
-    reason: str = ""
+    reason: str
+    front: list[ServerRow] = Field(
+        default_factory=list,
+        description="The chosen server, then the rest of the front nearest the ideal first (fail-over order).",
+    )
+    feasible_count: int = 0
+    baselines: dict[str, str | None] = Field(default_factory=dict)
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Closeness to the ideal of each method's pick."
+    )
+    eliminated: dict[str, int] = Field(
+        default_factory=dict, description="Servers each hard constraint ruled out."
+    )
+    constraint_text: dict[str, str] = Field(default_factory=dict)
+    nearest_feasible: list[dict[str, Any]] = Field(default_factory=list)
+    plot_uri: str | None = Field(None, description="The Pareto plot (PNG) in the artifact store.")
 
     @property
     def feasible(self) -> bool:
         return self.chosen is not None
 
-    def row(self, server_id: str) -> pd.Series:
-        return self.servers.loc[self.servers["id"] == server_id].iloc[0]
-
-    def front_ranked(self) -> list[str]:
-        """The chosen server, then the rest of the front nearest the ideal point first (fail-over order)."""
-        rows = self.servers[self.servers["id"].isin(self.front) & (self.servers["id"] != self.chosen)]
-        cols = [c for c in ("norm_hardware", "norm_cost", "norm_latency") if c in rows]
-        distance = ((1.0 - rows[cols]) ** 2).sum(axis=1) if cols else pd.Series(0.0, index=rows.index)
-        rest = rows.assign(_d=distance).sort_values(["_d", "id"])["id"].tolist()
-        return ([self.chosen] if self.chosen else []) + rest
-
-    def to_json(self) -> dict:
-        """The `stratos plan --json` object."""
-        cols = ["id", "hardware", "cost_per_hour", "latency_ms", "feasible"]
-        return {
-            "chosen": self.chosen,
-            "method": self.method,
-            "pareto_front": self.front,
-            "pareto_cells": [list(c) for c in self.pareto_cells],
-            "chosen_cell": list(self.chosen_cell) if self.chosen_cell else None,
-            "baselines": self.baselines,
-            "eliminated": self.eliminated,
-            "nearest_feasible": self.nearest_feasible,
-            "reason": self.reason,
-            "servers": self.servers[cols].to_dict(orient="records"),
-        }
+    @property
+    def row(self) -> ServerRow:
+        """The chosen server's row (only for a feasible choice)."""
+        assert self.front and self.front[0].id == self.chosen, "no server was chosen"
+        return self.front[0]
 
 
-# ---------------------------------------------------------------- objectives and filters
-
-
-def server_objectives(
-    servers: pd.DataFrame, constraints: Constraints, settings: ServerSettings
-) -> pd.DataFrame:
-    """Raw objectives per server (hardware larger better, cost $/h and latency ms smaller better) and its GPUs."""
-    hardware = servers["tflops"] if settings.hardware_metric == "tflops" else servers["total_gpu_memory_gb"]
-    cost = servers["spot_price"] if settings.use_spot else servers["price"]
-    latency = servers["measured_latency_ms"].to_numpy(dtype=float, copy=True)
-    modelled = np.isnan(latency)
-    latency[modelled] = round_trip_ms(
-        servers["lat"].to_numpy(dtype=float)[modelled],
-        servers["lon"].to_numpy(dtype=float)[modelled],
-        constraints.region,
-    )
-    return pd.DataFrame({
-        "id": servers["id"].array,
-        "hardware": hardware.to_numpy(dtype=float),
-        "cost_per_hour": cost.to_numpy(dtype=float),
-        "latency_ms": latency,
-        "total_gpu_memory_gb": servers["total_gpu_memory_gb"].to_numpy(dtype=float),
-        # What later stages need to size models for the chosen server (fit, roofline latency).
-        "accelerator": servers["accelerator"].array,
-        "gpu_count": servers["gpu_count"].to_numpy(dtype=float),
-        "tflops": servers["tflops"].to_numpy(dtype=float),
-        "bandwidth_gbs": servers["bandwidth_gbs"].to_numpy(dtype=float),
-    })  # fmt: skip
-
-
-def constraint_masks(
-    obj: pd.DataFrame, constraints: Constraints, settings: ServerSettings
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Per hard constraint, the mask of servers it eliminates, and a sentence saying what it is."""
-    cost = obj["cost_per_hour"].to_numpy()
-    masks: dict[str, np.ndarray] = {}
-    text: dict[str, str] = {}
-    if settings.use_spot:
-        masks["spot"] = np.isnan(cost)
-        text["spot"] = "no spot price (use_spot is on)"
-    if constraints.min_gpu_memory_gb:
-        masks["gpu_memory"] = obj["total_gpu_memory_gb"].to_numpy() < constraints.min_gpu_memory_gb
-        text["gpu_memory"] = f"total GPU memory below {constraints.min_gpu_memory_gb:g} GB"
-    if constraints.max_hourly_usd is not None:
-        masks["hourly_cap"] = cost > constraints.max_hourly_usd
-        text["hourly_cap"] = f"price above the hourly cap ${constraints.max_hourly_usd:g}/h"
-    masks["budget"] = cost * settings.planned_hours > constraints.budget_usd
-    text["budget"] = (
-        f"{settings.planned_hours:g} planned hours would exceed the ${constraints.budget_usd:g} budget"
-    )
-    masks["latency"] = obj["latency_ms"].to_numpy() > constraints.max_latency_ms
-    text["latency"] = f"network round trip to {constraints.region} above {constraints.max_latency_ms:g} ms"
-    return masks, text
-
-
-def normalise(obj: pd.DataFrame, feasible: np.ndarray) -> np.ndarray:
-    """(n, 3) objectives in [0, 1], 1 = best, min-max over the feasible servers (others NaN)."""
-    x = np.full((len(obj), 3), np.nan)
-    if feasible.any():
-        x[feasible, 0] = minmax(obj["hardware"].to_numpy()[feasible], larger_is_better=True)
-        x[feasible, 1] = minmax(obj["cost_per_hour"].to_numpy()[feasible], larger_is_better=False)
-        x[feasible, 2] = minmax(obj["latency_ms"].to_numpy()[feasible], larger_is_better=False)
-    return x
-
-
-# ---------------------------------------------------------------- Pareto front and grid
-
-
-def grid_cells(x: np.ndarray, k: int, sigma: float) -> np.ndarray:
-    """Cell index g_j = ceil((1 - x_j + σ) / r), r = (1 + 2σ)/K, in 1..K for x in [0, 1]."""
-    r = (1 + 2 * sigma) / k
-    # The epsilon keeps x = 1 - σ ± rounding from jumping a cell; the clip only guards rounding.
-    g = np.ceil((1.0 - x + sigma) / r - 1e-12).astype(np.int64)
-    return np.clip(g, 1, k)
-
-
-def _dominated_by(points: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """For each row of `points`: does some row of `others` weakly beat it everywhere and strictly somewhere?"""
-    if len(others) == 0 or len(points) == 0:
-        return np.zeros(len(points), dtype=bool)
-    ge = (others[None, :, :] >= points[:, None, :]).all(axis=2)
-    gt = (others[None, :, :] > points[:, None, :]).any(axis=2)
-    return (ge & gt).any(axis=1)
-
-
-def non_dominated(x: np.ndarray) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of x (n, d), larger is better on every column.
-
-    Three exact steps keep this near-linear on real catalogs:
-    1. grid: a point whose cell is strictly behind an occupied cell on every axis is
-       strictly beaten on every axis by each point of that cell, so it is dropped unseen;
-    2. ties: among points equal on all axes but one (real catalogs have few distinct
-       hardware and latency values), only the best on that axis can survive;
-    3. sweep: sorted by coordinate sum (a dominator always has a larger sum), each small
-       block is checked against the front found so far, then survivors against each other.
-    """
-    keep = np.zeros(len(x), dtype=bool)
-    if len(x) == 0:
-        return keep
-    candidates = np.flatnonzero(~_strictly_behind_occupied(x, PRUNE_BINS))
-    for axis in range(x.shape[1]):
-        candidates = _best_among_ties(x, candidates, axis)
-    order = candidates[np.argsort(-x[candidates].sum(axis=1), kind="stable")]
-    front = np.empty((0, x.shape[1]))
-    for start in range(0, len(order), BLOCK):
-        block = order[start : start + BLOCK]
-        block = block[~_dominated_by(x[block], front)]
-        block = block[~_dominated_by(x[block], x[block])]
-        keep[block] = True
-        front = np.vstack([front, x[block]])
-    return keep
-
-
-def _best_among_ties(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
-    """Of the points `idx`, those best on `axis` within their group of equal other coordinates."""
-    others = [j for j in range(x.shape[1]) if j != axis]
-    # lexsort's last key is the primary one: group by the other axes, best on `axis` first.
-    order = idx[np.lexsort((-x[idx, axis], *(x[idx, j] for j in reversed(others))))]
-    xs = x[order]
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = (xs[1:][:, others] != xs[:-1][:, others]).any(axis=1)
-    group_best = xs[starts, axis][np.cumsum(starts) - 1]
-    return np.sort(order[xs[:, axis] == group_best])
-
-
-def _strictly_behind_occupied(x: np.ndarray, bins: int) -> np.ndarray:
-    """Per point: is there an occupied grid cell strictly ahead of its cell on every axis?"""
-    d = x.shape[1]
-    cells = grid_cells(x, bins, 0.0) - 1  # 0-based; bins cells per axis, 0 = best
-    occupied = np.zeros((bins,) * d, dtype=bool)
-    occupied[tuple(cells.T)] = True
-    reach = occupied  # reach[c]: some occupied cell is <= c on every axis
-    for axis in range(d):
-        reach = np.logical_or.accumulate(reach, axis=axis)
-    behind = np.zeros_like(reach)
-    behind[(slice(1, None),) * d] = reach[(slice(None, -1),) * d]
-    return behind[tuple(cells.T)]
-
-
-def pareto_cells(cells: np.ndarray) -> np.ndarray:
-    """Unique cells (m, 3) not grid-dominated by another cell (<= everywhere, < somewhere)."""
-    unique = np.unique(cells, axis=0)
-    dominated = np.array([((u >= unique).all(axis=1) & (u > unique).any(axis=1)).any() for u in unique])
-    return unique[~dominated]
-
-
-def _best(candidates: np.ndarray, ids: np.ndarray, *keys: np.ndarray) -> int:
-    """Among `candidates`, filter by each key in turn (smallest wins), then the smallest id."""
-    for key in keys:
-        values = key[candidates]
-        candidates = candidates[values == values.min()]
-    return (
-        int(candidates[np.argmin(ids[candidates].astype(str))]) if len(candidates) > 1 else int(candidates[0])
+def choice_of(
+    selection: pfg.Selection, weights: tuple[float, float, float], plot_uri: str | None = None
+) -> ServerChoice:
+    """The typed record of a pfg.Selection."""
+    rows = selection.servers.set_index("id", drop=False)
+    return ServerChoice(
+        method=selection.method,
+        chosen=selection.chosen,
+        reason=selection.reason,
+        front=[ServerRow.of(rows.loc[sid]) for sid in selection.front_ranked()],
+        feasible_count=int(selection.servers["feasible"].sum()),
+        baselines=selection.baselines,
+        scores=pfg.selection_scores(selection, weights) if selection.feasible else {},
+        eliminated=selection.eliminated,
+        constraint_text=selection.constraint_text,
+        nearest_feasible=selection.nearest_feasible,
+        plot_uri=plot_uri,
     )
 
 
-def pfg_choice(x: np.ndarray, ids: np.ndarray, price: np.ndarray, k: int, sigma: float):
-    """Index of the PFG choice among rows of x (all feasible), the front mask, Pareto cells, chosen cell."""
-    front = non_dominated(x)
-    front_idx = np.flatnonzero(front)
-    cells = grid_cells(x[front_idx], k, sigma)
-    pcells = pareto_cells(cells)
-    # Lowest cost index, then smallest index sum, then hardware and latency index.
-    order = np.lexsort((pcells[:, 2], pcells[:, 0], pcells.sum(axis=1), pcells[:, 1]))
-    cell = pcells[order[0]]
-    in_cell = front_idx[(cells == cell).all(axis=1)]
-    distance = np.linalg.norm(1.0 - x, axis=1)
-    chosen = _best(in_cell, ids, distance, price)
-    return chosen, front, pcells, tuple(int(c) for c in cell)
-
-
-# ---------------------------------------------------------------- baselines
-
-
-def baseline_choice(
-    method: str, x: np.ndarray, obj: pd.DataFrame, feasible_idx: np.ndarray, settings: ServerSettings
-) -> int:
-    """Index of the server a baseline method picks among the feasible ones."""
-    ids = obj["id"].to_numpy()
-    hw, cost, lat = (obj[c].to_numpy() for c in ("hardware", "cost_per_hour", "latency_ms"))
-    if method == "cost_first":  # what SkyPilot's optimizer does: the cheapest feasible $/h
-        return _best(feasible_idx, ids, cost, -hw, lat)
-    if method == "hardware_first":
-        return _best(feasible_idx, ids, -hw, cost, lat)
-    if method == "weighted_sum":
-        score = -(x @ np.asarray(settings.weights))
-        return _best(feasible_idx, ids, score, cost)
-    if method == "random":
-        ordered = feasible_idx[np.argsort(ids[feasible_idx].astype(str), kind="stable")]
-        return int(ordered[np.random.default_rng(settings.seed).integers(len(ordered))])
-    raise ValueError(
-        f"unknown selection method '{method}'; use one of pfg, cost_first, hardware_first, random, weighted_sum"
-    )
-
-
-# ---------------------------------------------------------------- the stage
-
-
-def _nearest_feasible(
-    obj: pd.DataFrame,
-    masks: dict[str, np.ndarray],
-    constraints: Constraints,
-    settings: ServerSettings,
-    n: int = 5,
-) -> list[dict]:
-    """The servers that miss the constraints by the least (relative shortfall summed over constraints)."""
-    cost = obj["cost_per_hour"].to_numpy()
-    shortfall = {
-        "gpu_memory": (constraints.min_gpu_memory_gb or 0) - obj["total_gpu_memory_gb"].to_numpy(),
-        "hourly_cap": cost - (constraints.max_hourly_usd or math.inf),
-        "budget": cost * settings.planned_hours - constraints.budget_usd,
-        "latency": obj["latency_ms"].to_numpy() - constraints.max_latency_ms,
-    }
-    scale = {"gpu_memory": constraints.min_gpu_memory_gb or 1, "hourly_cap": constraints.max_hourly_usd or 1,
-             "budget": constraints.budget_usd, "latency": constraints.max_latency_ms}  # fmt: skip
-    total = np.zeros(len(obj))
-    for name in masks:
-        if name == "spot":
-            total += masks[name] * 1e6  # cannot be relaxed by degree
-        else:
-            total += np.clip(np.nan_to_num(shortfall[name] / scale[name], nan=1e6), 0, None)
-    out = []
-    for i in np.argsort(total, kind="stable")[:n]:
-        misses = [name for name, m in masks.items() if m[i]]
-        out.append({
-            "id": obj["id"].iat[i], "misses": misses, "hardware": float(obj["hardware"].iat[i]),
-            "cost_per_hour": float(obj["cost_per_hour"].iat[i]), "latency_ms": round(float(obj["latency_ms"].iat[i]), 1),
-            "total_gpu_memory_gb": float(obj["total_gpu_memory_gb"].iat[i]),
-        })  # fmt: skip
-    return out
-
-
+@task(name="select-server", task_run_name="select-server", cache_policy=CONTENT, persist_result=True)
 def select_server(
-    servers: pd.DataFrame,
     constraints: Constraints,
-    settings: ServerSettings,
-    method: str | None = None,
-    with_baselines: bool = True,
-) -> Selection:
-    """Filter, then choose a server with `method` (default: the spec's, normally PFG); baselines alongside."""
-    method = method or settings.method
-    if method not in SELECTION_METHODS:
-        raise ValueError(f"unknown selection method '{method}'; use one of {', '.join(SELECTION_METHODS)}")
-    obj = server_objectives(servers, constraints, settings)
-    masks, text = constraint_masks(obj, constraints, settings)
-    infeasible = np.zeros(len(obj), dtype=bool)
-    for m in masks.values():
-        infeasible |= m
-    feasible = ~infeasible
-    x = normalise(obj, feasible)
-    obj["feasible"] = feasible
-    for j, name in enumerate(OBJECTIVES):
-        obj[f"norm_{name}"] = x[:, j]
-    eliminated = {name: int(m.sum()) for name, m in masks.items() if m.any()}
+    servers: ServerSettings,
+    catalogs: list[FileRef],
+    store_uri: str,
+    job: JobProfile | None = None,
+) -> ServerChoice:
+    """Load the catalogs, choose a server by the spec's method (PFG), publish the Pareto plot.
 
-    if not feasible.any():
-        nearest = _nearest_feasible(obj, masks, constraints, settings)
-        why = "; ".join(
-            f"{text[n]}: {c} servers" for n, c in sorted(eliminated.items(), key=lambda kv: -kv[1])
-        )
-        return Selection(method, obj, None, [], [], None, {}, eliminated, text, nearest,
-                         reason=f"no server satisfies every constraint ({why})")  # fmt: skip
-
-    idx = np.flatnonzero(feasible)
-    ids = obj["id"].array  # pandas' string array: indexing subsets avoids 10^6 Python str objects
-    price = obj["cost_per_hour"].to_numpy()
-    pfg_local, front_local, pcells, cell = pfg_choice(
-        x[idx], ids[idx], price[idx], settings.grid_k, settings.sigma
-    )
-    front_ids = sorted(ids[idx[front_local]].tolist())
-    choices = {"pfg": int(idx[pfg_local])}
-    for name in ("cost_first", "hardware_first", "random", "weighted_sum"):
-        if with_baselines or name == method:
-            choices[name] = baseline_choice(name, x, obj, idx, settings)
-    chosen = choices[method]
-    reason = _explain(method, obj.iloc[chosen], cell, len(front_ids), settings)
-    baselines = {name: str(ids[i]) for name, i in choices.items() if name != "pfg"}
-    baselines["pfg"] = str(ids[choices["pfg"]])
-    return Selection(method, obj, str(ids[chosen]), front_ids, [tuple(map(int, c)) for c in pcells],
-                     cell, baselines, eliminated, text, reason=reason)  # fmt: skip
-
-
-def _explain(
-    method: str, row: pd.Series, cell: tuple[int, int, int], front_size: int, settings: ServerSettings
-) -> str:
-    norm = f"hardware {row.norm_hardware:.2f}, cost {row.norm_cost:.2f}, latency {row.norm_latency:.2f} (1 = best)"
-    if method == "pfg":
-        return (
-            f"PFG: {front_size} servers are non-dominated; the Pareto cell with the lowest cost index is "
-            f"(hardware, cost, latency) = {cell} on a {settings.grid_k}^3 grid, and {row.id} is the server "
-            f"in it nearest the ideal point: {norm}"
-        )
-    return f"{method}: {row.id} ({norm})"
-
-
-def selection_scores(
-    selection: Selection, weights: tuple[float, float, float] | None = None
-) -> dict[str, float]:
-    """Multi-objective score (stratos.scoring) of the server each method chose."""
+    `job` is the job the spec describes (stratos.job_profile): with it each server's estimated job
+    cost is its cost axis (servers.cost_objective: job) and what the budget is checked against.
+    """
+    table, _ = load_catalogs([Path(c.path) for c in catalogs])
+    selection = pfg.select_server(table, constraints, servers, with_baselines=True, job=job)
     if not selection.feasible:
-        return {}
-    s = selection.servers.set_index("id")
-    cols = [f"norm_{n}" for n in OBJECTIVES]
-    return {
-        name: float(closeness_to_ideal(s.loc[[sid], cols].to_numpy(), weights)[0])
-        for name, sid in selection.baselines.items()
-    }
-
-
-select_server_task = task(select_server, name="select-server", persist_result=False)
+        return choice_of(selection, servers.weights)
+    key = digest(constraints.model_dump(mode="json"), servers.model_dump(mode="json"), catalogs, str(job))
+    with tempfile.TemporaryDirectory(prefix="stratos-plot-") as tmp:
+        png = plot_front(selection, Path(tmp) / "pareto.png")
+        plot = from_uri(store_uri).put_file(f"servers/{key}/pareto.png", png)
+    return choice_of(selection, servers.weights, plot.uri)

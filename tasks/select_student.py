@@ -1,4 +1,4 @@
-"""Stage 3: which students fit the server and the latency cap, and which have the capacity to learn.
+"""Stage 5, pre-screen students: which fit the server and the latency cap, and which have the capacity to learn.
 
 Fit is decided from each candidate's config alone (stratos.estimates): training
 memory for the method that would be used, serving memory, and a roofline
@@ -18,24 +18,28 @@ smallest wins.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
+from stratos import estimates, zoo
+from stratos.answers import canonical_completion
 from stratos.backends.base import Backend, Messages, SamplingParams
+from stratos.domains import get_domain
 from stratos.domains.base import Domain, Example
 from stratos.estimates import count_params, decode_latency_ms, footprint, load_config
-from stratos.spec import Constraints, ModelCandidate, TrainingSettings
-from tasks.evaluate import EvalResult, evaluate
-from tasks.synthesize import ACCEPTED, verdict
-
-# Students at or below this size are fully fine-tuned under training.method "auto":
-# full fine-tuning fits easily and LoRA on a small or random base learns little.
-FULL_FINETUNE_MAX_PARAMS = 200_000_000
+from stratos.evaluation import EvalResult, Match, evaluate
+from stratos.jobs import CONTENT, digest
+from stratos.ledger import Budget, Entry
+from stratos.spec import Constraints, ModelCandidate, StrategySettings, TaskSpec, TrainingSettings
+from tasks.build_models import ResolvedModel
+from tasks.prepare_data import SplitFile, load_split
+from tasks.select_server import ServerRow
+from tasks.select_teacher import TeacherChoice
+from tasks.synthesize import ACCEPTED, judge
 
 
 @dataclass
@@ -54,9 +58,15 @@ class StudentFit:
 class PrescreenResult:
     name: str
     params: int | None
-    fewshot_accuracy: float
+    fewshot_accuracy: float  # under task.answer_match
     zeroshot_accuracy: float
     passed: bool
+    fewshot_strict: float = 0.0
+    fewshot_flexible: float = 0.0
+    zeroshot_strict: float = 0.0
+    zeroshot_flexible: float = 0.0
+    format_warning: str | None = None  # the zero-shot one: how the student answers on its own
+    seconds: float = 0.0  # generation time of both prompts, what the pre-screen cost on the server
 
     @property
     def gain(self) -> float:
@@ -75,6 +85,11 @@ class StudentChoice:
     prescreen: list[PrescreenResult] = field(default_factory=list)
     reason: str = ""
 
+    @property
+    def method(self) -> str:
+        """How the chosen student will be trained (training.method resolved for it)."""
+        return next(f.method for f in self.fits if f.name == self.chosen)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
@@ -82,11 +97,9 @@ class StudentChoice:
         }
 
 
-def training_method(params: int, settings: TrainingSettings) -> str:
-    """The method `auto` resolves to for a student of `params` parameters."""
-    if settings.method != "auto":
-        return settings.method
-    return "full" if params <= FULL_FINETUNE_MAX_PARAMS else "lora"
+def training_method(params: int, settings: TrainingSettings, from_scratch: bool = False) -> str:
+    """The method training.method resolves to for a student (stratos.estimates.training_method)."""
+    return estimates.training_method(params, settings.method, from_scratch)
 
 
 def student_params(candidate: ModelCandidate) -> int | None:
@@ -96,8 +109,14 @@ def student_params(candidate: ModelCandidate) -> int | None:
     return count_params(load_config(candidate.model))
 
 
-def check_fit(candidate: ModelCandidate, server: pd.Series, constraints: Constraints,
-              settings: TrainingSettings, prompt_tokens: int = 256, new_tokens: int = 256) -> StudentFit:  # fmt: skip
+def check_fit(
+    candidate: ModelCandidate,
+    server: Mapping[str, Any],
+    constraints: Constraints,
+    settings: TrainingSettings,
+    prompt_tokens: int = 256,
+    new_tokens: int = 256,
+) -> StudentFit:
     """Does the student fit the server's memory for training and serving, and the latency cap?"""
     if not Path(candidate.model).exists():
         return StudentFit(
@@ -107,12 +126,17 @@ def check_fit(candidate: ModelCandidate, server: pd.Series, constraints: Constra
             f"model '{candidate.model}' is not a local path and the hub is offline",
         )
     config = load_config(candidate.model)
-    fp = footprint(config, train_seq_len=settings.max_seq_length, train_batch=settings.per_device_train_batch_size,
-                   lora_r=settings.lora_r)  # fmt: skip
-    method = training_method(fp.params, settings)
+    fp = footprint(
+        config,
+        train_seq_len=settings.max_seq_length,
+        train_batch=settings.per_device_train_batch_size,
+        lora_r=settings.lora_r,
+    )
+    method = training_method(fp.params, settings, zoo.from_scratch(candidate.model))
     train_gib = fp.train_full_gib if method in ("full", "grpo") else fp.train_lora_gib
-    latency = decode_latency_ms(config, server["bandwidth_gbs"], server["tflops"], int(server["gpu_count"]),
-                                prompt_tokens, new_tokens) + float(server["latency_ms"])  # fmt: skip
+    latency = decode_latency_ms(
+        config, server["bandwidth_gbs"], server["tflops"], int(server["gpu_count"]), prompt_tokens, new_tokens
+    ) + float(server["latency_ms"])
     fit = StudentFit(candidate.name, fp.params, True, "", method, train_gib, fp.serve_gib, latency)
     memory = float(server["total_gpu_memory_gb"])
     cap = constraints.max_student_params
@@ -145,27 +169,43 @@ def fewshot_messages(domain: Domain, demos: list[tuple[str, str]], question: str
     return messages[:-1] + turns + messages[-1:]
 
 
-def make_demos(teacher: Backend, domain: Domain, probe: list[Example], probe_result: EvalResult | None,
-               k: int, max_new_tokens: int = 256) -> list[tuple[str, str]]:  # fmt: skip
-    """k teacher-written worked examples: its correct probe answers first, then answer-conditioned ones."""
+def make_demos(
+    teacher: Backend,
+    domain: Domain,
+    probe: list[Example],
+    probe_result: EvalResult | None,
+    k: int,
+    max_new_tokens: int = 256,
+) -> list[tuple[str, str]]:
+    """k teacher-written worked examples: its correct probe answers first, then answer-conditioned ones.
+
+    Demos show the canonical format ('#### X' last) whatever the teacher wrote, so a student that
+    follows them writes answers the strict reading accepts.
+    """
     if k == 0:
         return []
     by_id = {ex.id: ex for ex in probe}
     demos = [
-        (by_id[r.id].question, r.completion)
+        (
+            by_id[r.id].question,
+            canonical_completion(r.completion, domain.read(r.completion, by_id[r.id].question)),
+        )
         for r in (probe_result.records if probe_result else [])
-        if r.correct
+        if r.correct and r.prediction is not None
     ]
     if len(demos) >= k:
         return demos[:k]
     # A weak teacher solves few questions itself: ask it to derive given answers (as injection does).
     used = {q for q, _ in demos}
     rest = [ex for ex in probe if ex.question not in used][: 4 * k]
-    outs = teacher.generate([domain.injection_messages(ex.question, ex.answer) for ex in rest],
-                            SamplingParams(max_new_tokens=max_new_tokens))  # fmt: skip
+    outs = teacher.generate(
+        [domain.injection_messages(ex.question, ex.answer) for ex in rest],
+        SamplingParams(max_new_tokens=max_new_tokens),
+    )
     for ex, out in zip(rest, outs, strict=True):
-        if len(demos) < k and verdict(domain, ex, out[0].text, "injection") == ACCEPTED:
-            demos.append((ex.question, out[0].text))
+        judged = judge(domain, ex, out[0].text, "injection")
+        if len(demos) < k and judged.verdict == ACCEPTED:
+            demos.append((ex.question, judged.completion))
     return demos
 
 
@@ -181,19 +221,52 @@ class _FewShot:
         return self.inner.generate(rewritten, params)
 
 
-def prescreen(backend: Backend, domain: Domain, sample: list[Example], demos: list[tuple[str, str]],
-              max_new_tokens: int = 256) -> tuple[float, float]:  # fmt: skip
-    """(few-shot accuracy, zero-shot accuracy) of a student on `sample`."""
+def prescreen(
+    backend: Backend,
+    domain: Domain,
+    sample: list[Example],
+    demos: list[tuple[str, str]],
+    max_new_tokens: int = 256,
+    match: Match = "flexible",
+) -> tuple[EvalResult, EvalResult]:
+    """(few-shot, zero-shot) evaluation of a student on `sample`, both readings recorded."""
     params = SamplingParams(max_new_tokens=max_new_tokens)
-    fewshot = evaluate(_FewShot(backend, domain, demos), domain, sample, params).accuracy
-    zeroshot = evaluate(backend, domain, sample, params).accuracy
+    fewshot = evaluate(_FewShot(backend, domain, demos), domain, sample, params, match=match)
+    zeroshot = evaluate(backend, domain, sample, params, match=match)
     return fewshot, zeroshot
 
 
-def select_student(candidates: list[ModelCandidate], backends: dict[str, Backend], domain: Domain,
-                   server: pd.Series, constraints: Constraints, settings: TrainingSettings,
-                   sample: list[Example], demos: list[tuple[str, str]], threshold: float,
-                   max_new_tokens: int = 256) -> StudentChoice:  # fmt: skip
+def prescreen_result(
+    fit: StudentFit, fewshot: EvalResult, zeroshot: EvalResult, threshold: float
+) -> PrescreenResult:
+    return PrescreenResult(
+        fit.name,
+        fit.params,
+        fewshot.accuracy,
+        zeroshot.accuracy,
+        passed=max(fewshot.accuracy, zeroshot.accuracy) >= threshold,
+        fewshot_strict=fewshot.strict_accuracy,
+        fewshot_flexible=fewshot.flexible_accuracy,
+        zeroshot_strict=zeroshot.strict_accuracy,
+        zeroshot_flexible=zeroshot.flexible_accuracy,
+        format_warning=zeroshot.format_warning,
+        seconds=fewshot.seconds + zeroshot.seconds,
+    )
+
+
+def select_student(
+    candidates: list[ModelCandidate],
+    backends: dict[str, Backend],
+    domain: Domain,
+    server: Mapping[str, Any],
+    constraints: Constraints,
+    settings: TrainingSettings,
+    sample: list[Example],
+    demos: list[tuple[str, str]],
+    threshold: float,
+    max_new_tokens: int = 256,
+    match: Match = "flexible",
+) -> StudentChoice:
     """Fit every candidate, pre-screen those that fit, and pick the smallest that passes."""
     fits = [check_fit(c, server, constraints, settings) for c in candidates]
     fitting = [f for f in fits if f.fits]
@@ -202,17 +275,92 @@ def select_student(candidates: list[ModelCandidate], backends: dict[str, Backend
         return StudentChoice(None, fits, [], f"no student fits ({why})")
     results = []
     for f in sorted(fitting, key=lambda f: (f.params or 0, f.name)):
-        few, zero = prescreen(backends[f.name], domain, sample, demos, max_new_tokens)
-        results.append(PrescreenResult(f.name, f.params, few, zero, passed=max(few, zero) >= threshold))
+        few, zero = prescreen(backends[f.name], domain, sample, demos, max_new_tokens, match)
+        results.append(prescreen_result(f, few, zero, threshold))
     passing = [r for r in results if r.passed]
     if not passing:
         best = max(results, key=lambda r: r.capacity)
-        return StudentChoice(None, fits, results, f"no student reaches pre-screen threshold {threshold:g} "
-                             f"(best: {best.name} at {best.capacity:.3f})")  # fmt: skip
+        return StudentChoice(
+            None,
+            fits,
+            results,
+            f"no student reaches pre-screen threshold {threshold:g} "
+            f"(best: {best.name} at {best.capacity:.3f})",
+        )
     chosen = passing[0]
-    reason = (f"{chosen.name}: smallest student passing pre-screen ({chosen.fewshot_accuracy:.3f} few-shot, "
-              f"{chosen.zeroshot_accuracy:.3f} zero-shot, threshold {threshold:g})")  # fmt: skip
+    reason = (
+        f"{chosen.name}: smallest student passing pre-screen ({chosen.fewshot_accuracy:.3f} few-shot, "
+        f"{chosen.zeroshot_accuracy:.3f} zero-shot, threshold {threshold:g})"
+    )
     return StudentChoice(chosen.name, fits, results, reason)
 
 
-select_student_task = task(select_student, name="select-student", cache_policy=NO_CACHE)
+# The training settings a student's fit depends on; a new learning rate must not re-run the pre-screen.
+FIT_FIELDS = {"method", "max_seq_length", "per_device_train_batch_size", "lora_r"}
+
+
+def fit_settings(training: TrainingSettings) -> TrainingSettings:
+    """Only what fit depends on, the rest at defaults: the pre-screen's cache key ignores the others."""
+    return TrainingSettings(**training.model_dump(include=FIT_FIELDS))
+
+
+def fit_constraints(constraints: Constraints) -> Constraints:
+    """Only the limits a student's fit checks (size and latency): a new budget does not re-run the pre-screen."""
+    return Constraints(
+        max_student_params=constraints.max_student_params, max_latency_ms=constraints.max_latency_ms
+    )
+
+
+@task(
+    name="prescreen-students", task_run_name="prescreen-students", cache_policy=CONTENT, persist_result=True
+)
+def prescreen_students(
+    students: list[ResolvedModel],
+    teacher: ResolvedModel,
+    teacher_choice: TeacherChoice,
+    task: TaskSpec,
+    probe: SplitFile,
+    server: ServerRow,
+    constraints: Constraints,
+    training: TrainingSettings,
+    strategy: StrategySettings,
+    budget: Budget | None = None,
+) -> StudentChoice:
+    """Fit every student to the server and pre-screen those that fit with teacher-written demos."""
+    domain = get_domain(task)
+    examples = load_split(probe)
+    demos = make_demos(
+        teacher.backend(),
+        domain,
+        examples,
+        teacher_choice.probe,
+        strategy.prescreen_demos,
+        strategy.max_new_tokens,
+    )
+    choice = select_student(
+        [s.candidate for s in students],
+        {s.name: s.backend() for s in students},
+        domain,
+        server.model_dump(),
+        constraints,
+        training,
+        examples[: strategy.prescreen_size],
+        demos,
+        strategy.prescreen_threshold,
+        strategy.max_new_tokens,
+        task.answer_match,
+    )
+    if budget is not None:
+        ledger, sha = budget.ledger(), {s.name: s.sha256 for s in students}
+        for r in choice.prescreen:
+            entry = Entry(
+                id=f"prescreen:{digest(sha[r.name], probe.sha256, strategy.model_dump(mode='json'))}",
+                stage="prescreen",
+                item=f"{r.name} on {min(strategy.prescreen_size, len(examples))} questions, two prompts",
+                usd=budget.gpu_usd(r.seconds),
+                basis=budget.gpu_basis,
+                note=budget.gpu_note(),
+                seconds=r.seconds,
+            )
+            ledger.charge(entry)
+    return choice

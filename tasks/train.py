@@ -1,4 +1,4 @@
-"""Stage 5: train the student on the synthesized data (LoRA-SFT, full fine-tuning or GRPO).
+"""Stage 8, train: the student on the synthesized data (LoRA-SFT, full fine-tuning or GRPO).
 
 One linear recipe: check inputs -> load -> build the trainer -> train (resuming
 from the last complete checkpoint) -> save -> write meta.json.
@@ -31,10 +31,11 @@ step counter, optimizer, scheduler and RNG state and skips the batches already
 seen in the current epoch, so it finishes at the same total step count with the
 same data order as an uninterrupted run (tests/test_train.py checks both).
 
-Devices: on CUDA the same code trains in bf16; on CPU it sets use_cpu and bf16=False
-(TRL's bf16 default crashes without a GPU) unless training.bf16 asks for CPU bf16
-autocast, which is faster where the CPU has bf16 units. Gradient checkpointing stays off:
-it trades compute for memory that these models do not need.
+Devices: on CPU it sets use_cpu (TRL's bf16 default crashes without a GPU otherwise).
+training.bf16 left empty trains in bf16 where that is native (a bf16 GPU, a CPU with
+AVX512_BF16/AMX: CPU autocast) and in float32 elsewhere (stratos.devices); true forces it.
+Activation (gradient) checkpointing is off unless training.activation_checkpointing turns it on:
+TRL's trainers default to on, which recomputes every forward for memory these models do not need.
 """
 
 from __future__ import annotations
@@ -45,25 +46,34 @@ import math
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
 from datasets import Dataset
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 
 import stratos
+from stratos import zoo
+from stratos.backends.hf import ensure_chat_template
 from stratos.checkpoints import Progress, last_complete_checkpoint, previous_wall_time
+from stratos.devices import resolve_bf16
+from stratos.domains import get_domain
 from stratos.domains.base import Domain
-from stratos.estimates import count_params, load_config
-from stratos.files import file_digest, write_json_atomic
+from stratos.estimates import FULL_FINETUNE_MAX_PARAMS, count_params, load_config
+from stratos.files import content_digest, file_digest, write_json_atomic
+from stratos.jobs import Ran, Runner, StageJob, dispatched, locked_work_dir, transient
+from stratos.ledger import Budget, BudgetExhausted, Entry
 from stratos.rewards import REWARD_WEIGHTS, domain_rewards
-from stratos.spec import TrainingSettings
-from tasks.select_student import FULL_FINETUNE_MAX_PARAMS, training_method
+from stratos.spec import TaskSpec, TrainingSettings
+from stratos.storage import fetch, from_uri
+from tasks.build_models import ResolvedModel
+from tasks.select_student import training_method
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +141,13 @@ def check_inputs(base_model: str | Path, train_parquet: str | Path, method: str)
 
 
 def resolve_method(base: Path, settings: TrainingSettings, method: str | None) -> str:
-    """The explicit `method`, else settings.method, with 'auto' decided by the student's size."""
+    """The explicit `method`, else settings.method, with 'auto' decided by how the student was made and its size."""
     choice = method or settings.method
     if choice not in ("auto", "lora", "full", "grpo"):
         raise ValueError(f"method '{choice}' is not a training method; use auto, lora, full or grpo")
     if choice != "auto":
         return choice
-    return training_method(count_params(load_config(base)), settings)
+    return training_method(count_params(load_config(base)), settings, zoo.from_scratch(base))
 
 
 def code_version() -> dict[str, str | None]:
@@ -175,8 +185,13 @@ def grpo_rows(domain: Domain, frame: pd.DataFrame) -> list[dict[str, Any]]:
 def _run_key(
     base: Path, data_hash: str, method: str, settings: TrainingSettings, seed: int
 ) -> dict[str, Any]:
-    return {"base_model": str(base.resolve()), "data_sha256": data_hash, "method": method,
-            "hyperparameters": settings.model_dump(), "seed": seed}  # fmt: skip
+    return {
+        "base_model": str(base.resolve()),
+        "data_sha256": data_hash,
+        "method": method,
+        "hyperparameters": settings.model_dump(),
+        "seed": seed,
+    }
 
 
 def _claim(out: Path, key: dict[str, Any]) -> None:
@@ -199,12 +214,9 @@ def _claim(out: Path, key: dict[str, Any]) -> None:
 
 
 def _device_args(bf16: bool | None) -> dict[str, Any]:
-    cuda = torch.cuda.is_available()
-    auto = cuda and torch.cuda.is_bf16_supported()
     return {
-        "use_cpu": not cuda,
-        "bf16": auto if bf16 is None else bf16,  # with use_cpu: CPU autocast to bf16, weights stay fp32
-        "gradient_checkpointing": False,
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": resolve_bf16(bf16),  # with use_cpu: CPU autocast to bf16, weights stay fp32
     }
 
 
@@ -232,6 +244,7 @@ def _common_args(out: Path, settings: TrainingSettings, total_steps: int, seed: 
         "report_to": "none",
         "disable_tqdm": True,  # the Progress callback logs instead of redrawing a bar in worker logs
         "seed": seed,
+        "activation_checkpointing": settings.activation_checkpointing,  # TRL's default is on
         **_device_args(settings.bf16),
     }
 
@@ -248,8 +261,17 @@ def lora_config(model, settings: TrainingSettings):
     )
 
 
-def build_sft_trainer(model, tokenizer, rows: list[dict[str, Any]], settings: TrainingSettings, out: Path,
-                      method: str, seed: int, callbacks: list, packing: bool = False):  # fmt: skip
+def build_sft_trainer(
+    model,
+    tokenizer,
+    rows: list[dict[str, Any]],
+    settings: TrainingSettings,
+    out: Path,
+    method: str,
+    seed: int,
+    callbacks: list,
+    packing: bool = False,
+):
     """SFTTrainer for LoRA or full fine-tuning (bench/training.py also uses it, with packing)."""
     from trl import SFTConfig, SFTTrainer
 
@@ -261,8 +283,14 @@ def build_sft_trainer(model, tokenizer, rows: list[dict[str, Any]], settings: Tr
         packing=packing,
     )
     peft_config = lora_config(model, settings) if method == "lora" else None
-    return SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=peft_config, callbacks=callbacks)  # fmt: skip
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
 
 
 def check_grpo_batch(settings: TrainingSettings) -> None:
@@ -275,8 +303,17 @@ def check_grpo_batch(settings: TrainingSettings) -> None:
         )
 
 
-def build_grpo_trainer(model, tokenizer, domain: Domain, rows: list[dict[str, Any]], settings: TrainingSettings,
-                       out: Path, seed: int, callbacks: list, max_completion_length: int):  # fmt: skip
+def build_grpo_trainer(
+    model,
+    tokenizer,
+    domain: Domain,
+    rows: list[dict[str, Any]],
+    settings: TrainingSettings,
+    out: Path,
+    seed: int,
+    callbacks: list,
+    max_completion_length: int,
+):
     """GRPOTrainer with the domain's rewards; LoRA above the full-fine-tuning size."""
     from trl import GRPOConfig, GRPOTrainer
 
@@ -291,9 +328,15 @@ def build_grpo_trainer(model, tokenizer, domain: Domain, rows: list[dict[str, An
         reward_weights=list(REWARD_WEIGHTS.values()),
     )
     big = sum(p.numel() for p in model.parameters()) > FULL_FINETUNE_MAX_PARAMS
-    return GRPOTrainer(model=model, reward_funcs=domain_rewards(domain), args=config,
-                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                       peft_config=lora_config(model, settings) if big else None, callbacks=callbacks)  # fmt: skip
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=domain_rewards(domain),
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(model, settings) if big else None,
+        callbacks=callbacks,
+    )
 
 
 def _completion_budget(tokenizer, frame: pd.DataFrame, settings: TrainingSettings) -> int:
@@ -372,8 +415,7 @@ def train_student(
     previous = previous_wall_time(resume)
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    if not tokenizer.chat_template:
-        raise ValueError(f"base_model '{base}' has no chat template; use a chat/instruct model or set one")
+    ensure_chat_template(tokenizer, base.name)  # saved with the trained model: serving renders the same
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # float32 master weights; on GPU the Trainer's bf16 autocast does the mixed precision.
@@ -381,42 +423,204 @@ def train_student(
     progress = Progress(previous)
     hooks = [progress, *(callbacks or [])]
     if method == "grpo":
-        trainer = build_grpo_trainer(model, tokenizer, domain, grpo_rows(domain, frame), settings, out, seed,
-                                     hooks, _completion_budget(tokenizer, frame, settings))  # fmt: skip
+        trainer = build_grpo_trainer(
+            model,
+            tokenizer,
+            domain,
+            grpo_rows(domain, frame),
+            settings,
+            out,
+            seed,
+            hooks,
+            _completion_budget(tokenizer, frame, settings),
+        )
     else:
         trainer = build_sft_trainer(
             model, tokenizer, sft_rows(domain, frame), settings, out, method, seed, hooks
         )
     trainer.remove_callback(PrinterCallback)  # Progress logs each step once, with ETA
-    log.info("training %s (%s) on %d rows%s", base.name, method, len(frame),
-             f", resuming from {resume.name}" if resume else "")  # fmt: skip
+    log.info(
+        "training %s (%s) on %d rows%s",
+        base.name,
+        method,
+        len(frame),
+        f", resuming from {resume.name}" if resume else "",
+    )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = previous + progress.elapsed()
+    # A callback that stopped training on purpose (the budget) says why; the checkpoint is kept
+    # and no finished model is written, so the next run resumes instead of reusing a cut-short one.
+    stopped = next((cb.stopped for cb in hooks if getattr(cb, "stopped", None)), None)
+    if stopped is not None:
+        raise stopped
 
     model_dir, adapter_dir = save_outputs(trainer.model, tokenizer, out)
     history = trainer.state.log_history
     write_json_atomic(out / "train_log.json", {"log_history": history})
     losses = [h["loss"] for h in history if "loss" in h]
     outcome = TrainResult(
-        out_dir=str(out), model_dir=str(model_dir), adapter_dir=str(adapter_dir) if adapter_dir else None,
-        method=method, steps=result.global_step, wall_time_s=round(wall, 2),
-        loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
-        resumed_from_step=progress.start_step, reused=False,
-    )  # fmt: skip
+        out_dir=str(out),
+        model_dir=str(model_dir),
+        adapter_dir=str(adapter_dir) if adapter_dir else None,
+        method=method,
+        steps=result.global_step,
+        wall_time_s=round(wall, 2),
+        loss_first=losses[0] if losses else None,
+        loss_last=losses[-1] if losses else None,
+        resumed_from_step=progress.start_step,
+        reused=False,
+    )
     rewards = [h["reward"] for h in history if "reward" in h]
     meta = {
-        "key": key, "result": outcome.to_dict(), "base_model": str(base), "data": str(data_path),
-        "data_sha256": key["data_sha256"], "rows": len(frame), "method": method, "hyperparameters": key["hyperparameters"],
-        "seed": seed, "steps": outcome.steps, "wall_time_s": outcome.wall_time_s,
-        "loss_first": outcome.loss_first, "loss_last": outcome.loss_last,
-        "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "code_version": code_version(),
-    }  # fmt: skip
+        "key": key,
+        "result": outcome.to_dict(),
+        "base_model": str(base),
+        "data": str(data_path),
+        "data_sha256": key["data_sha256"],
+        "rows": len(frame),
+        "method": method,
+        "hyperparameters": key["hyperparameters"],
+        "seed": seed,
+        "steps": outcome.steps,
+        "wall_time_s": outcome.wall_time_s,
+        "loss_first": outcome.loss_first,
+        "loss_last": outcome.loss_last,
+        "reward_first": rewards[0] if rewards else None,
+        "reward_last": rewards[-1] if rewards else None,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "bf16": trainer.args.bf16,  # the precision it trained in (resolved once, in _device_args)
+        "code_version": code_version(),
+    }
     write_json_atomic(out / "meta.json", meta)  # last: its presence marks the run finished
-    log.info("trained %s: %d steps in %.0fs, loss %s -> %s", method, outcome.steps, wall,
-             outcome.loss_first, outcome.loss_last)  # fmt: skip
+    log.info(
+        "trained %s: %d steps in %.0fs, loss %s -> %s",
+        method,
+        outcome.steps,
+        wall,
+        "-" if outcome.loss_first is None else f"{outcome.loss_first:.4f}",
+        "-" if outcome.loss_last is None else f"{outcome.loss_last:.4f}",
+    )
     return outcome
 
 
-# Retried once: a crash (e.g. a preempted worker) resumes from the last checkpoint.
-train_task = task(train_student, name="train-student", retries=1, cache_policy=NO_CACHE)
+# --- the stage, as the flow runs it ----------------------------------------------------------------
+
+
+class TrainJob(StageJob):
+    stage: ClassVar[str] = "train"
+
+    budget: Budget | None = None
+    planned_usd: float = Field(
+        0.0, description="Planned cost of the first checkpoint interval (job estimate)."
+    )
+    task: TaskSpec
+    student: ResolvedModel
+    synthesis_uri: str = Field(description="synthesis/<key>/ in the store; its train.parquet is the data.")
+    train_sha256: str = Field(description="Content hash of that train.parquet.")
+    training: TrainingSettings
+    method: str = Field(description="lora, full or grpo, as the pre-screen resolved training.method.")
+    seed: int = 0
+
+
+class TrainedStudent(BaseModel):
+    """The trained student in the store (models/<key>/{model,adapter,meta.json}) and how training went."""
+
+    model_uri: str
+    model_sha256: str
+    adapter_uri: str | None
+    meta_uri: str
+    result: TrainResult
+    where: Ran  # which machine and process ran it
+
+
+class TrainingSpend(TrainerCallback):
+    """Training charged to the run's ledger per checkpoint interval; it stops at a checkpoint when the
+    next interval, priced at the seconds per step measured so far, would overspend (stratos.ledger)."""
+
+    def __init__(self, budget: Budget, key: str, first_interval_usd: float) -> None:
+        self.budget, self.key, self.ledger = budget, key, budget.ledger()
+        self.first_interval_usd = first_interval_usd
+        self.mark_step, self.mark_time = 0, time.perf_counter()
+        self.stopped: BudgetExhausted | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.mark_step, self.mark_time = state.global_step, time.perf_counter()
+        self.ledger.check("training", self.first_interval_usd)
+
+    def _charge(self, step: int) -> float:
+        """Charge the steps since the last mark; returns seconds per step."""
+        seconds, steps = time.perf_counter() - self.mark_time, step - self.mark_step
+        if steps > 0:
+            self.ledger.charge(
+                Entry(
+                    id=f"training:{self.key}:steps-{self.mark_step}-{step}",
+                    stage="training",
+                    item=f"steps {self.mark_step}-{step}",
+                    usd=self.budget.gpu_usd(seconds),
+                    basis=self.budget.gpu_basis,
+                    note=self.budget.gpu_note(),
+                    seconds=seconds,
+                )
+            )
+        self.mark_step, self.mark_time = step, time.perf_counter()
+        return seconds / max(steps, 1)
+
+    def on_save(self, args, state, control, **kwargs):
+        per_step = self._charge(state.global_step)
+        steps = min(args.save_steps, state.max_steps - state.global_step)
+        if steps <= 0:
+            return
+        try:
+            self.ledger.check("training", self.budget.gpu_usd(per_step * steps))
+        except BudgetExhausted as err:
+            self.stopped, control.should_training_stop = err, True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.stopped is None:
+            self._charge(state.global_step)
+
+
+def run_training(job: TrainJob) -> TrainedStudent:
+    """Fine-tune the student on the synthesized set; resumes from checkpoints; publishes models/<key>/."""
+    # Held while training: a concurrent identical run waits, then reuses the finished model, and
+    # never resumes from a checkpoint this process is still writing.
+    with locked_work_dir(job.stage, job.key) as out:
+        data = fetch(job.synthesis_uri) / "train.parquet"
+        result = train_student(
+            job.student.model,
+            data,
+            get_domain(job.task),
+            job.training,
+            out,
+            method=job.method,
+            seed=job.seed,
+            callbacks=[TrainingSpend(job.budget, job.key, job.planned_usd)] if job.budget else [],
+        )
+        store = from_uri(job.store_uri)
+        model = store.put_dir(f"models/{job.key}/model", result.model_dir)
+        adapter = (
+            store.put_dir(f"models/{job.key}/adapter", result.adapter_dir) if result.adapter_dir else None
+        )
+        meta = store.put_file(f"models/{job.key}/meta.json", out / "meta.json")
+        return TrainedStudent(
+            model_uri=model.uri,
+            model_sha256=content_digest(result.model_dir),
+            adapter_uri=adapter.uri if adapter else None,
+            meta_uri=meta.uri,
+            result=result,
+            where=Ran.here(),
+        )
+
+
+@task(
+    name="train",
+    task_run_name="train",
+    cache_policy=dispatched(run_training),
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=transient,
+)
+def train(job: TrainJob, runner: Runner) -> TrainedStudent:
+    """Train the student where the runner places it; a retry resumes from the last checkpoint."""
+    return runner.run(run_training, job)

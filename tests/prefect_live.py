@@ -31,7 +31,13 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(REPO / ".venv" / "bin" / "prefect")
-QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false"}
+# No telemetry, and the V1 UI when the UI is on (the V2 UI calls Amplitude whatever the settings say).
+QUIET = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_V2_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_UI_ENABLED": "false",
+}
 # Workers heartbeat and poll every 1-2 s, so a lost worker is noticed in seconds, not the default 30-90.
 FAST_WORKER = {
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
@@ -85,17 +91,25 @@ class LivePrefect:
     workers: list[Worker] = field(default_factory=list)
 
     def create_pool(self, pool: str) -> None:
-        subprocess.run([PREFECT, "work-pool", "create", pool, "--type", "process", "--overwrite"],
-                       env=self.env, check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run(
+            [PREFECT, "work-pool", "create", pool, "--type", "process", "--overwrite"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def start_worker(self, pool: str, **env: str) -> Worker:
         """A process worker for `pool` (created if missing) with this test's STRATOS_HOME and zoo."""
         log = self.home / f"worker-{pool}-{len(self.workers)}.log"
         proc = subprocess.Popen(
             [PREFECT, "worker", "start", "--pool", pool, "--type", "process"],
-            env={**self.env, **FAST_WORKER, **env}, cwd=REPO, start_new_session=True,
-            stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env={**self.env, **FAST_WORKER, **env},
+            cwd=REPO,
+            start_new_session=True,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         worker = Worker(pool, proc, log)
         self.workers.append(worker)
         return worker
@@ -127,8 +141,11 @@ def live_prefect(home: Path, **server_env: str) -> Iterator[LivePrefect]:
     log = home / "server.log"
     server = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, **server_env}, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        env={**env, **server_env},
+        start_new_session=True,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     live = LivePrefect(home, api_url, env)
     try:
         deadline = time.monotonic() + 120  # database migrations take ~15 s on 2 busy cores
@@ -158,8 +175,11 @@ def recorded_teacher(path: Path, digits: int = 1) -> Path:
     from stratos.spec import TaskSpec
 
     domain = get_domain(TaskSpec(domain="arithmetic", options={"digits": digits}))
-    rows = [{"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
-            for split in ("train", "test") for ex in domain.load(split, 400, 0)]  # fmt: skip
+    rows = [
+        {"question": ex.question, "completion": completion_text(ex.rationale, ex.answer)}
+        for split in ("train", "test")
+        for ex in domain.load(split, 400, 0)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return path
 
@@ -180,7 +200,7 @@ def tiny_spec(teacher: Path, **sections: Any) -> dict[str, Any]:
         "students": [{"name": "nano", "model": "zoo:nano"}],
         "strategy": {"num_samples": 1, "max_new_tokens": 24, "prescreen_size": 8, "prescreen_demos": 1},
         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 3e-3},
-        "deploy": {"enabled": False},
+        "serve": {"enabled": False},
     }
     return {**spec, **sections}
 
@@ -206,11 +226,47 @@ def flow_runs(**filters: Any) -> list[Any]:
         return client.read_flow_runs(**kwargs)
 
 
-def task_states(flow_run_id: Any) -> dict[str, str]:
-    """Task run name -> final state name ('Completed', 'Cached', ...) of one flow run."""
+def task_states(flow_run_id: Any, timeout_s: float = 30.0) -> dict[str, str]:
+    """Task run name -> final state name ('Completed', 'Cached', ...) of one flow run.
+
+    The server records task-run states from the events the run emits, a moment after the run has
+    moved on (CI once read the last task, the report, as 'Running' after its flow had finished), so
+    this waits, up to timeout_s, until every task run it lists is final."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name: r.state.name for r in runs if r.state is not None}
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            states = {r.name: r.state for r in runs if r.state is not None}
+            if all(state.is_final() for state in states.values()) or time.monotonic() > deadline:
+                return {name: state.name for name, state in states.items()}
+            time.sleep(0.25)
+
+
+def run_logs(flow_run_id: Any) -> list[str]:
+    """The messages a flow run logged to the API (what its page in the UI shows), oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
+
+
+def wait_final(flow_run_id: Any, timeout_s: float = 300.0) -> Any:  # tiny spec: well under a minute idle
+    """The flow run once it reaches a final state (or a paused one, which waits for a person);
+    polled every half second, failing after timeout_s."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state and (run.state.is_final() or run.state.is_paused()):
+                return run
+            assert time.monotonic() < deadline, f"run {run.name} still {run.state_name} after {timeout_s:g}s"
+            time.sleep(0.5)

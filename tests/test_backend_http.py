@@ -28,9 +28,9 @@ from stratos.backends.base import SamplingParams
 from stratos.backends.factory import from_candidate
 from stratos.backends.hf import HFBackend
 from stratos.backends.openai_http import BackendError, OpenAIBackend
+from stratos.evaluation import evaluate
 from stratos.serving.openai_server import Batcher, create_app, main
 from stratos.spec import ModelCandidate
-from tasks.evaluate import evaluate
 
 SERVED = "tiny"
 PROMPTS = [

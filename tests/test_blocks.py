@@ -27,11 +27,9 @@ from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from pydantic import SecretStr, ValidationError
 
-from blocks.catalog import ServerCatalogBlock
 from blocks.storage import ArtifactStoreBlock
 from blocks.teacher import TeacherEndpointBlock
 from blocks.workers import WorkerPoolBlock, WorkTarget
-from stratos.spec import CATALOG_DIR
 from stratos.storage import LocalStore, StorageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +91,11 @@ def _fields(block: object) -> dict[str, object]:
     return {name: getattr(block, name) for name in type(block).model_fields}
 
 
+@pytest.mark.integration
 def test_blocks_save_and_load_through_the_api(prefect_api: Path, s3_endpoint: str) -> None:
     blocks = [
         _s3_block(s3_endpoint),
         _teacher(),
-        ServerCatalogBlock(catalogs=["builtin", "s3://cats/extra.csv"], grid_k=7),
         WorkerPoolBlock(pools={"lambda/*": "gpu-lambda/high"}, naming_convention="pool-{cloud}"),
     ]
     for block in blocks:
@@ -113,6 +111,7 @@ def test_blocks_save_and_load_through_the_api(prefect_api: Path, s3_endpoint: st
     assert store.uri_for("probe.json") == f"s3://{blocks[0].bucket}/stratos/probe.json"
 
 
+@pytest.mark.integration
 def test_the_api_hands_out_secrets_only_when_asked(prefect_api: Path) -> None:
     from prefect.client.orchestration import get_client
 
@@ -143,6 +142,7 @@ def unpropagated_logs_captured(caplog: pytest.LogCaptureFixture) -> Iterator[Non
         logger.removeHandler(caplog.handler)
 
 
+@pytest.mark.integration
 def test_a_planted_secret_never_reaches_logs_records_or_stored_files(
     prefect_api: Path,
     s3_endpoint: str,
@@ -199,14 +199,6 @@ def test_local_artifact_store_block(tmp_path: Path) -> None:
         ArtifactStoreBlock(kind="s3")
 
 
-def test_server_catalog_block_fetches_catalog_uris(s3_endpoint: str) -> None:
-    store = _s3_block(s3_endpoint).store()
-    uri = store.put_file("catalogs/lambda.csv", CATALOG_DIR / "lambda.csv").uri
-    settings = ServerCatalogBlock(catalogs=["builtin", uri], grid_k=5).server_settings(store)
-    assert settings.grid_k == 5 and settings.catalogs[0] == "builtin"
-    assert Path(settings.catalogs[1]).read_bytes() == (CATALOG_DIR / "lambda.csv").read_bytes()
-
-
 def test_worker_pool_lookup() -> None:
     block = WorkerPoolBlock(
         pools={
@@ -240,6 +232,7 @@ def test_worker_pool_block_rejects_bad_settings() -> None:
         WorkerPoolBlock(pools={"x": "a/b/c"})
 
 
+@pytest.mark.integration
 def test_prefect_home_env_var_works_when_set_before_prefect_is_imported(tmp_path: Path) -> None:
     """The real default: no PREFECT_API_URL, so Prefect starts its ephemeral server under PREFECT_HOME."""
     script = (

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from stratos.estimates import GIB, count_params, decode_latency_ms, footprint, kv_bytes_per_token, load_config
+from stratos.estimates import (
+    GIB,
+    count_params,
+    decode_latency_ms,
+    footprint,
+    kv_bytes_per_token,
+    load_config,
+    lora_param_count,
+    matmul_params,
+    training_flops_per_token,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -76,3 +86,15 @@ def test_decode_latency_roofline(large):
 def test_missing_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read a model config from .*give a local model directory"):
         load_config(tmp_path / "nothing-here")
+
+
+def test_matmul_parameters_and_training_flops(small, large):
+    # A tied embedding is also the LM head (a matmul); an untied input embedding is only a lookup.
+    assert matmul_params(small) == count_params(small) == 494_032_768
+    assert matmul_params(large) == 7_615_616_512 - 152_064 * 3_584
+    lora = lora_param_count(small, 16)
+    assert lora == footprint(small, lora_r=16).lora_params
+    assert training_flops_per_token(1e9, 1e7, "full") == 6e9
+    assert training_flops_per_token(1e9, 1e7, "lora") == 4e9 + 6e7  # no weight gradients for the frozen base
+    with pytest.raises(ValueError, match="training method 'grpo' has no FLOPs formula"):
+        training_flops_per_token(1e9, 0, "grpo")

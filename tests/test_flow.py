@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import fit_worked_examples
+from prefect_live import task_states
 
 from stratos.domains import get_domain
 from stratos.domains.base import completion_text
@@ -43,31 +45,33 @@ def tiny_spec(teacher: Path, **sections) -> dict:
         "students": [{"name": "nano", "model": "zoo:nano"}],
         "strategy": {"num_samples": 1, "max_new_tokens": 24, "prescreen_size": 8, "prescreen_demos": 1},
         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 3e-3},
-        "deploy": {"enabled": False},  # the deployed run is test_flow_deploys_the_student below
+        "serve": {"enabled": False},  # the deployed run is test_flow_deploys_the_student below
     }
     spec.update(sections)
     return spec
 
 
 def run(spec: dict):
-    """Run the flow; return its DistillResult and {task run name: state name}."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
+    """Run the flow; return its DistillResult and {task run name: final state name}."""
     from flows.distill import distill
     from stratos.spec import parse_spec
 
     state = distill(parse_spec(spec), return_state=True)
-    result = state.result()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    return result, {r.name: r.state.name for r in runs}
+    return state.result(), task_states(state.state_details.flow_run_id)
 
 
-COMPUTE = ["prepare-data", "select-server-0", "select-teacher-0", "prescreen-students-0", "choose-strategy",
-           "synthesize", "train", "evaluate-teacher", "evaluate-student", "report"]  # fmt: skip
+COMPUTE = [
+    "prepare-data",
+    "select-server-0",
+    "select-teacher-0",
+    "prescreen-students-0",
+    "choose-strategy",
+    "synthesize",
+    "train",
+    "evaluate-teacher",
+    "evaluate-student",
+    "report",
+]
 
 
 def test_embedded_run_completes_then_is_cached_then_reruns_only_from_training(recorded_teacher):
@@ -89,9 +93,16 @@ def test_embedded_run_completes_then_is_cached_then_reruns_only_from_training(re
         recorded_teacher, training={**tiny_spec(recorded_teacher)["training"], "learning_rate": 1e-3}
     )
     third, states = run(changed)
-    upstream = ["prepare-data", "select-server-0", "select-teacher-0", "prescreen-students-0", "choose-strategy",
-                "synthesize", "evaluate-teacher"]  # fmt: skip
-    assert all(states[name] == "Cached" for name in upstream), states
+    upstream = [
+        "prepare-data",
+        "select-server-0",
+        "select-teacher-0",
+        "prescreen-students-0",
+        "choose-strategy",
+        "synthesize",
+        "evaluate-teacher",
+    ]
+    assert all(states[name] == "Cached" for name in upstream), {n: states[n] for n in upstream}
     assert all(states[name] == "Completed" for name in ("train", "evaluate-student", "report")), states
     assert third.artifacts["model"] != first.artifacts["model"]
 
@@ -99,39 +110,16 @@ def test_embedded_run_completes_then_is_cached_then_reruns_only_from_training(re
 @pytest.fixture(scope="module")
 def capable_student(tmp_path_factory) -> Path:
     """A micro model that has memorised the probe questions the pre-screen asks: a student with capacity."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from stratos import zoo
     from tasks.prepare_data import draw_splits
 
     task = TaskSpec(**TASK)
     domain = get_domain(task)
     base = zoo.random_model(domain, "micro")  # larger than the size cap the test sets
-    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
     probe = draw_splits(task)["probe"][:8]
-    texts = [
-        tok.apply_chat_template(
-            domain.messages(ex.question)
-            + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
-            tokenize=False,
-        )
-        for ex in probe
-    ]
-    torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    for _ in range(150):
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        model(
-            **batch, labels=batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        ).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
     out = tmp_path_factory.mktemp("capable")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    # every step on all 8 probe questions
+    return fit_worked_examples(base, domain, probe, out, steps=150, lr=2e-3, batch=len(probe))
 
 
 def test_loop_back_relaxes_until_a_student_passes_prescreen(recorded_teacher, capable_student):
@@ -184,6 +172,7 @@ def test_a_spec_without_task_or_candidates_fails_before_any_work():
         run_flow({"task": TASK, "teachers": [{"name": "t", "kind": "stored", "model": "x.jsonl"}]})
 
 
+@pytest.mark.integration
 def test_cli_run_prints_the_result_as_json_and_rejects_a_bad_spec(recorded_teacher, tmp_path):
     import os
     import subprocess
@@ -257,11 +246,11 @@ def test_flow_on_an_s3_store_over_http_keeps_a_planted_secret_out_of_everything(
 def test_flow_deploys_the_student_and_reuses_the_endpoint_only_while_it_answers(recorded_teacher):
     from openai import OpenAI
 
-    from tasks.deploy import list_endpoints, stop_endpoint
+    from tasks.serve import list_endpoints, stop_endpoint
 
-    spec = tiny_spec(recorded_teacher, name="served", deploy={"parity_size": 8})
+    spec = tiny_spec(recorded_teacher, name="served", serve={"parity_size": 8})
     first, states = run(spec)
-    assert first.status == "deployed" and states["deploy"] == "Completed"
+    assert first.status == "served" and states["serve"] == "Completed"
     endpoint = first.endpoint
     try:
         assert endpoint["parity"]["n"] == 8 and endpoint["smoke"]["text"]
@@ -273,12 +262,12 @@ def test_flow_deploys_the_student_and_reuses_the_endpoint_only_while_it_answers(
         assert "## Endpoint" in first.report_markdown and endpoint["id"] in first.report_markdown
 
         second, states = run(spec)  # the endpoint answers: its record is reused from the cache
-        assert states["deploy"] == "Cached" and second.endpoint["id"] == endpoint["id"]
+        assert states["serve"] == "Cached" and second.endpoint["id"] == endpoint["id"]
     finally:
         stop_endpoint(endpoint["id"])
     third, states = run(spec)  # stopped: the cached record would lie, so the stage runs again
     try:
-        assert states["deploy"] == "Completed" and third.endpoint["id"] != endpoint["id"]
+        assert states["serve"] == "Completed" and third.endpoint["id"] != endpoint["id"]
         assert [e.id for e in list_endpoints() if e.alive] == [third.endpoint["id"]]
     finally:
         stop_endpoint(third.endpoint["id"])

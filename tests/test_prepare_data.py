@@ -9,7 +9,7 @@ import pytest
 
 from stratos.spec import TaskSpec
 from tasks import prepare_data as stage
-from tasks.prepare_data import content_hash, load_examples, load_prepared, prepare_data, prepare_data_task
+from tasks.prepare_data import META_FILE, PreparedData, content_hash, load_examples, write_splits
 
 
 def _task(**fields) -> TaskSpec:
@@ -31,7 +31,7 @@ def _questions(record, split: str) -> list[str]:
     ids=["arithmetic", "gsm8k", "mahjong"],
 )
 def test_splits_are_sized_disjoint_and_round_trip(tmp_path, task):
-    record = prepare_data(task, tmp_path)
+    record = write_splits(task, tmp_path)
     sizes = {name: f.size for name, f in record.splits.items()}
     assert sizes == {"train": task.train_size, "probe": task.probe_size, "test": task.test_size}
     train, probe, test = (set(_questions(record, s)) for s in ("train", "probe", "test"))
@@ -40,13 +40,13 @@ def test_splits_are_sized_disjoint_and_round_trip(tmp_path, task):
     examples = load_examples(record.path("train"))
     assert all(e.answer and e.question for e in examples)
     assert content_hash([stage.to_row(e) for e in examples]) == record.splits["train"].sha256
-    assert load_prepared(tmp_path) == record
+    assert PreparedData.model_validate_json((tmp_path / META_FILE).read_text()) == record
 
 
 def test_same_seed_same_files_other_seed_other_splits(tmp_path):
-    first = prepare_data(_task(), tmp_path / "a")
-    again = prepare_data(_task(), tmp_path / "b")
-    other = prepare_data(_task(seed=1), tmp_path / "c")
+    first = write_splits(_task(), tmp_path / "a")
+    again = write_splits(_task(), tmp_path / "b")
+    other = write_splits(_task(seed=1), tmp_path / "c")
     assert first.sha256 == again.sha256
     assert _questions(first, "train") == _questions(again, "train")
     assert other.sha256 != first.sha256 and _questions(other, "probe") != _questions(first, "probe")
@@ -63,9 +63,9 @@ def test_hash_ignores_the_path_and_follows_the_content():
 
 
 def test_rerun_keeps_finished_files_and_leaves_no_temporaries(tmp_path):
-    record = prepare_data(_task(), tmp_path)
+    record = write_splits(_task(), tmp_path)
     mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    assert prepare_data(_task(), tmp_path) == record
+    assert write_splits(_task(), tmp_path) == record
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes
     assert sorted(mtimes) == ["meta.json", "probe.parquet", "test.parquet", "train.parquet"]
     assert json.loads((tmp_path / "meta.json").read_text())["sha256"] == record.sha256
@@ -79,29 +79,24 @@ def test_a_failed_write_leaves_neither_temporary_nor_finished_file(tmp_path, mon
 
     monkeypatch.setattr(stage.datasets.Dataset, "to_parquet", crash)
     with pytest.raises(OSError, match="disk full"):
-        prepare_data(_task(), tmp_path)
+        write_splits(_task(), tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_changed_task_replaces_the_record(tmp_path):
-    prepare_data(_task(), tmp_path)
-    bigger = prepare_data(_task(train_size=350), tmp_path)
-    assert load_prepared(tmp_path) == bigger
+    write_splits(_task(), tmp_path)
+    bigger = write_splits(_task(train_size=350), tmp_path)
+    assert PreparedData.model_validate_json((tmp_path / META_FILE).read_text()) == bigger
     assert pq.read_metadata(bigger.path("train")).num_rows == 350
 
 
 def test_short_data_is_recorded_and_too_little_is_an_error(tmp_path):
-    few = prepare_data(
+    few = write_splits(
         _task(options={"digits": 1}, train_size=500, probe_size=10, test_size=5), tmp_path / "few"
     )
     assert few.splits["train"].size < few.splits["train"].requested == 500
     with pytest.raises(ValueError, match="task.probe_size = 100 leaves no training questions"):
-        prepare_data(_task(options={"digits": 1}, probe_size=100), tmp_path / "none")
-
-
-def test_prefect_task_wraps_the_plain_function():
-    assert prepare_data_task.fn is prepare_data
-    assert prepare_data_task.name == "prepare-data"
+        write_splits(_task(options={"digits": 1}, probe_size=100), tmp_path / "none")
 
 
 def test_an_empty_split_still_writes_a_readable_file(tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from stratos.evaluation import EvalResult
 from stratos.scoring import CANDIDATE_OBJECTIVES, candidate_scores
-from tasks.evaluate import EvalResult
-from tasks.report import build_report, roofline_tokens_per_second, usd_per_million_tokens, write_report
+from tasks.report import build_report, report_markdown, roofline_tokens_per_second, usd_per_million_tokens
 
 DATA = Path(__file__).parent / "data"
 SERVER = {
@@ -26,16 +26,20 @@ def _objectives(accuracy, latency, hours, cost):
 
 
 def test_candidate_scores_reward_balance_and_bound_to_unit_interval():
-    scores = candidate_scores({
-        "best": _objectives(0.9, 0.1, 1.0, 10.0),
-        "worst": _objectives(0.1, 0.9, 9.0, 90.0),
-        "mixed": _objectives(0.9, 0.9, 1.0, 90.0),
-    })  # fmt: skip
+    scores = candidate_scores(
+        {
+            "best": _objectives(0.9, 0.1, 1.0, 10.0),
+            "worst": _objectives(0.1, 0.9, 9.0, 90.0),
+            "mixed": _objectives(0.9, 0.9, 1.0, 90.0),
+        }
+    )
     assert scores["best"] == pytest.approx(1.0) and scores["worst"] == pytest.approx(0.0)
     assert scores["mixed"] == pytest.approx(1 - (2 / 4) ** 0.5)  # two of four axes at their worst
     # Weights move the balance: caring only about accuracy makes 'mixed' as good as 'best'.
-    only_accuracy = candidate_scores({"best": _objectives(0.9, 0.1, 1, 10), "mixed": _objectives(0.9, 0.9, 1, 90)},
-                                     {"latency_s": 0, "training_hours": 0, "cost_usd": 0})  # fmt: skip
+    only_accuracy = candidate_scores(
+        {"best": _objectives(0.9, 0.1, 1, 10), "mixed": _objectives(0.9, 0.9, 1, 90)},
+        {"latency_s": 0, "training_hours": 0, "cost_usd": 0},
+    )
     assert only_accuracy == {"best": pytest.approx(1.0), "mixed": pytest.approx(1.0)}
 
 
@@ -48,9 +52,20 @@ def test_candidate_scores_name_the_bad_input():
 
 def _result(name: str, accuracy: float, latency: float, tps: float, cost: float = 0.0) -> EvalResult:
     n = 20
-    return EvalResult(backend=name, domain="arithmetic", n=n, correct=round(accuracy * n), accuracy=accuracy,
-                      latency_p50_s=latency, latency_p95_s=latency * 1.5, tokens_per_second=tps, cost_usd=cost,
-                      prompt_tokens=400, completion_tokens=2000, seconds=2000 / tps)  # fmt: skip
+    return EvalResult(
+        backend=name,
+        domain="arithmetic",
+        n=n,
+        correct=round(accuracy * n),
+        accuracy=accuracy,
+        latency_p50_s=latency,
+        latency_p95_s=latency * 1.5,
+        tokens_per_second=tps,
+        cost_usd=cost,
+        prompt_tokens=400,
+        completion_tokens=2000,
+        seconds=2000 / tps,
+    )
 
 
 def test_serving_price_formula():
@@ -80,13 +95,11 @@ def test_report_side_by_side(tmp_path):
     assert s["score"] == pytest.approx(t["score"]) == pytest.approx(1 - 0.5**0.5)
     assert roofline_tokens_per_second(student_dir, SERVER) == pytest.approx(s["tokens_per_second"])
 
-    paths = write_report(report, tmp_path / "report")
-    assert json.loads(Path(paths["json"]).read_text())["candidates"]["student"]["accuracy"] == 0.8
-    markdown = Path(paths["markdown"]).read_text()
+    assert json.loads(json.dumps(report))["candidates"]["student"]["accuracy"] == 0.8
+    markdown = report_markdown(report)
     assert (
         "| accuracy | 90.0% | 80.0% |" in markdown and "| tokens/s source | roofline | roofline |" in markdown
     )
-    assert not list((tmp_path / "report").glob(".*tmp"))
 
 
 def test_report_prices_an_api_teacher_by_what_it_paid(tmp_path):
@@ -94,8 +107,14 @@ def test_report_prices_an_api_teacher_by_what_it_paid(tmp_path):
     student_dir.mkdir()
     (student_dir / "config.json").write_text((DATA / "qwen2.5-0.5b.config.json").read_text())
     teacher = _result("gpt-4o", 0.9, 0.8, 50.0, cost=0.02)  # $0.02 for 2000 generated tokens
-    report = build_report(_result("student", 0.6, 0.05, 500.0), teacher, SERVER, {"wall_time_s": 60.0},
-                          student_dir, teacher_model=None)  # fmt: skip
+    report = build_report(
+        _result("student", 0.6, 0.05, 500.0),
+        teacher,
+        SERVER,
+        {"wall_time_s": 60.0},
+        student_dir,
+        teacher_model=None,
+    )
     t = report["candidates"]["teacher"]
     assert t["tps_source"] == "api-price" and t["usd_per_1m_tokens"] == pytest.approx(10.0)
 

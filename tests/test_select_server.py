@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stratos.catalog import SERVER_COLUMNS
+from stratos.pfg import grid_cells, non_dominated, select_server
 from stratos.spec import Constraints, ServerSettings
-from tasks.catalog import SERVER_COLUMNS
-from tasks.select_server import grid_cells, non_dominated, select_server
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -30,6 +30,7 @@ def make_servers(rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:
     )
     df["gpu_count"], df["gpu_memory_gb"], df["bandwidth_gbs"] = 1.0, df["total_gpu_memory_gb"], 2000.0
     df["spot_price"], df["lat"], df["lon"] = math.nan, math.nan, math.nan
+    df["location_source"], df["location"], df["hardware_source"] = "exact", "", "exact"
     return df[SERVER_COLUMNS]
 
 
@@ -42,7 +43,7 @@ server_row = st.tuples(
 )
 catalogs = st.lists(server_row, min_size=1, max_size=60)
 LOOSE = Constraints(region="us-east", max_latency_ms=250, budget_usd=1000, max_hourly_usd=30)
-SETTINGS = ServerSettings(planned_hours=2)
+SETTINGS = ServerSettings(planned_hours=2, cost_objective="hourly")  # cost axis $/h; job: test_job_cost.py
 
 
 def reference_front(obj: pd.DataFrame) -> set[str]:
@@ -82,12 +83,38 @@ def test_choice_is_invariant_to_row_order(rows, rnd):
     )
 
 
+unknown_location_row = st.tuples(
+    st.sampled_from([100.0, 989.0, 2000.0]) | st.floats(50, 5000),
+    st.sampled_from([0.5, 1.0, 4.0]) | st.floats(0.1, 40),
+    st.sampled_from([24.0, 80.0, 160.0]),
+)
+
+
+@FAST
+@given(catalogs, st.lists(unknown_location_row, min_size=1, max_size=20))
+def test_rows_of_unknown_location_never_push_a_known_server_off_the_front(rows, unknown):
+    wide = LOOSE.model_copy(update={"max_latency_ms": 1000})  # so the unknown rows stay feasible
+    known = make_servers(rows)
+    extra = make_servers([(t, p, math.nan, m) for t, p, m in unknown])  # no LatencyMs, no coordinates
+    extra["id"] = extra["id"].str.replace("/s", "/u", regex=False)
+    extra["location_source"] = "assumed"
+    before = select_server(known, wide, SETTINGS)
+    after = select_server(pd.concat([known, extra], ignore_index=True), wide, SETTINGS)
+    assert set(before.front) <= set(after.front)
+    s = after.servers
+    assumed = s["location_assumed"]
+    assert assumed.sum() == len(extra)
+    assert (s.loc[assumed, "latency_ms"] > s.loc[~assumed, "latency_ms"].max()).all()
+
+
 def reference_pfg(obj: pd.DataFrame, k: int, sigma: float) -> tuple[int, int, int]:
     """The chosen cell, computed with loops straight from the spec's formula."""
     f = obj[obj["feasible"] & obj["id"].isin(reference_front(obj))]
     r = (1 + 2 * sigma) / k
-    cells = {tuple(math.ceil((1 - x + sigma) / r - 1e-12) for x in row) for row in
-             f[["norm_hardware", "norm_cost", "norm_latency"]].itertuples(index=False)}  # fmt: skip
+    cells = {
+        tuple(math.ceil((1 - x + sigma) / r - 1e-12) for x in row)
+        for row in f[["norm_hardware", "norm_cost", "norm_latency"]].itertuples(index=False)
+    }
 
     def dominated(c):
         return any(all(o[j] <= c[j] for j in range(3)) and o != c for o in cells)

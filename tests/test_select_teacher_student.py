@@ -26,8 +26,10 @@ def arithmetic():
 
 def stored_teacher(tmp_path: Path, domain, examples, right: int) -> Path:
     """A recorded teacher that got the first `right` probe questions right and the rest wrong."""
-    rows = [{"question": ex.question,
-             "completion": f"{ex.rationale}\n#### {ex.answer if k < right else '0'}"} for k, ex in enumerate(examples)]  # fmt: skip
+    rows = [
+        {"question": ex.question, "completion": f"{ex.rationale}\n#### {ex.answer if k < right else '0'}"}
+        for k, ex in enumerate(examples)
+    ]
     path = tmp_path / f"teacher-{right}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -51,11 +53,20 @@ def test_most_accurate_eligible_teacher_wins_and_all_scores_are_kept(tmp_path, a
             base_url="http://127.0.0.1:9/v1",
             price_per_1k_input=50.0,
             price_per_1k_output=50.0,
-        ),  # fmt: skip
+        ),
     ]
     backends = {c.name: from_candidate(c) for c in candidates}
-    choice = select_teacher(candidates, backends, arithmetic, probe, budget_usd=10, generations=2000,
-                            server_memory_gib=80, server_price_per_hour=2.0, max_new_tokens=32)  # fmt: skip
+    choice = select_teacher(
+        candidates,
+        backends,
+        arithmetic,
+        probe,
+        budget_usd=10,
+        generations=2000,
+        server_memory_gib=80,
+        server_price_per_hour=2.0,
+        max_new_tokens=32,
+    )
     assert choice.chosen == "logs-good" and choice.accuracy == pytest.approx(0.85)
     scores = {s.name: s for s in choice.scores}
     assert scores["logs-weak"].accuracy == pytest.approx(0.25) and scores["logs-weak"].eligible
@@ -70,8 +81,16 @@ def test_most_accurate_eligible_teacher_wins_and_all_scores_are_kept(tmp_path, a
 def test_local_teacher_must_fit_the_server(arithmetic, tiny_model_dir):
     probe = arithmetic.load("train", 4, 3)
     c = ModelCandidate(name="local", kind="hf", model=str(tiny_model_dir))
-    choice = select_teacher([c], {"local": HFBackend(tiny_model_dir)}, arithmetic, probe, 10, 100,
-                            server_memory_gib=1e-6, server_price_per_hour=1.0)  # fmt: skip
+    choice = select_teacher(
+        [c],
+        {"local": HFBackend(tiny_model_dir)},
+        arithmetic,
+        probe,
+        10,
+        100,
+        server_memory_gib=1e-6,
+        server_price_per_hour=1.0,
+    )
     assert (
         choice.chosen is None
         and "needs ~" in choice.scores[0].reason
@@ -96,8 +115,15 @@ def test_api_cost_estimate_uses_prompt_length_and_generation_cap(arithmetic):
 
 
 def server_row(memory_gib: float, bandwidth: float, tflops: float, rtt: float = 5.0) -> pd.Series:
-    return pd.Series({"total_gpu_memory_gb": memory_gib, "bandwidth_gbs": bandwidth, "tflops": tflops,
-                      "gpu_count": 1, "latency_ms": rtt})  # fmt: skip
+    return pd.Series(
+        {
+            "total_gpu_memory_gb": memory_gib,
+            "bandwidth_gbs": bandwidth,
+            "tflops": tflops,
+            "gpu_count": 1,
+            "latency_ms": rtt,
+        }
+    )
 
 
 def qwen(tmp_path: Path, name: str) -> ModelCandidate:
@@ -143,9 +169,29 @@ def test_prescreen_measures_real_students_and_applies_the_threshold(tmp_path, ar
     sample = arithmetic.load("test", 8, 0)
     demos = [(ex.question, f"{ex.rationale}\n#### {ex.answer}") for ex in arithmetic.load("train", 2, 0)]
     server = server_row(24, 600, 125)
-    passed = select_student(students, backends, arithmetic, server, Constraints(), TrainingSettings(), sample, demos,
-                            threshold=0.0, max_new_tokens=16)  # fmt: skip
+    passed = select_student(
+        students,
+        backends,
+        arithmetic,
+        server,
+        Constraints(),
+        TrainingSettings(),
+        sample,
+        demos,
+        threshold=0.0,
+        max_new_tokens=16,
+    )
     assert passed.chosen == "nano" and passed.prescreen[0].fewshot_accuracy == 0.0  # random weights
-    failed = select_student(students, backends, arithmetic, server, Constraints(), TrainingSettings(), sample, demos,
-                            threshold=0.5, max_new_tokens=16)  # fmt: skip
+    failed = select_student(
+        students,
+        backends,
+        arithmetic,
+        server,
+        Constraints(),
+        TrainingSettings(),
+        sample,
+        demos,
+        threshold=0.5,
+        max_new_tokens=16,
+    )
     assert failed.chosen is None and "no student reaches pre-screen threshold 0.5" in failed.reason

@@ -299,8 +299,13 @@ def test_s3_store_hides_credentials(s3_endpoint: str) -> None:
     store = _s3_store(s3_endpoint)
     assert SECRET not in repr(store) and KEY_ID not in repr(store)
     assert SECRET not in str(vars(store)) and KEY_ID not in str(vars(store))
-    broken = S3Store("no-such-bucket-x", endpoint_url=s3_endpoint, region="us-east-1",
-                     aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)  # fmt: skip
+    broken = S3Store(
+        "no-such-bucket-x",
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
     with pytest.raises(StorageError, match="no-such-bucket-x.*NoSuchBucket") as err:
         broken.put_bytes("k", b"v")
     assert SECRET not in str(err.value) and KEY_ID not in str(err.value) and err.value.__cause__ is None

@@ -21,8 +21,16 @@ pytestmark = pytest.mark.slow  # trains two zoo teachers unless the zoo already 
 def run_strategy(domain, teacher_dir, tmp_path, tau=0.5, train=48):
     backend = HFBackend(teacher_dir, name="zoo-teacher")
     probe = domain.load("train", 60, 11)[:40]
-    choice = select_teacher([ModelCandidate(name="zoo-teacher", model=str(teacher_dir))], {"zoo-teacher": backend},
-                            domain, probe, 100, 1000, 80, 2.0)  # fmt: skip
+    choice = select_teacher(
+        [ModelCandidate(name="zoo-teacher", model=str(teacher_dir))],
+        {"zoo-teacher": backend},
+        domain,
+        probe,
+        100,
+        1000,
+        80,
+        2.0,
+    )
     mode, _ = choose_mode(choice.accuracy, tau)
     questions = domain.load("train", 60 + train, 11)[60:]
     report = synthesize(
@@ -37,8 +45,10 @@ def assert_verified(domain, report, questions, mode):
     assert rows, "no accepted traces"
     for r in rows:
         assert verdict(domain, by_id[r["question_id"]], r["completion"], mode) == "accepted"
-    print(f"{mode}: {report.accepted} accepted of {report.samples} samples "
-          f"({report.acceptance_rate:.1%}), {report.coverage:.0%} of questions covered, verdicts {report.verdicts}")  # fmt: skip
+    print(
+        f"{mode}: {report.accepted} accepted of {report.samples} samples "
+        f"({report.acceptance_rate:.1%}), {report.coverage:.0%} of questions covered, verdicts {report.verdicts}"
+    )
 
 
 def test_strong_arithmetic_teacher_leads_to_alignment(tmp_path):

@@ -48,8 +48,10 @@ def test_alignment_keeps_only_correct_verified_distinct_traces(tmp_path, arithme
     rows = []
     for ex in examples:
         good = f"{ex.rationale}\n#### {ex.answer}"
-        rows += [{"question": ex.question, "completion": c} for c in
-                 (good, good, good.replace(f"#### {ex.answer}", "#### 1"), "no idea")]  # fmt: skip
+        rows += [
+            {"question": ex.question, "completion": c}
+            for c in (good, good, good.replace(f"#### {ex.answer}", "#### 1"), "no idea")
+        ]
     teacher = StoredBackend(record(tmp_path / "teacher.jsonl", rows), name="recorded")
     report = synthesize(teacher, arithmetic, examples, "alignment", tmp_path / "out", num_samples=4)
     assert report.verdicts == {"accepted": 3, "duplicate": 3, "wrong_answer": 3, "no_answer": 3}
@@ -82,8 +84,11 @@ class Interrupting:
 def test_injection_retries_until_accepted_and_resumes_after_interruption(tmp_path, arithmetic):
     examples = arithmetic.load("train", 40, 1)  # two chunks of 32 + 8
     # Recorded: one bad trace, then the right one; injection must retry to reach it.
-    rows = [{"question": ex.question, "completion": c} for ex in examples
-            for c in (f"{ex.rationale}\n#### 0", f"{ex.rationale}\n#### {ex.answer}")]  # fmt: skip
+    rows = [
+        {"question": ex.question, "completion": c}
+        for ex in examples
+        for c in (f"{ex.rationale}\n#### 0", f"{ex.rationale}\n#### {ex.answer}")
+    ]
     path = record(tmp_path / "t.jsonl", rows)
     first = Interrupting(StoredBackend(path), limit=1)  # finishes chunk 1 (1 round of n=2), dies on chunk 2
     with pytest.raises(ConnectionError):

@@ -11,9 +11,9 @@ from stratos import zoo
 from stratos.backends.base import SamplingParams
 from stratos.backends.hf import HFBackend
 from stratos.domains import get_domain
+from stratos.evaluation import evaluate
 from stratos.spec import TaskSpec
 from stratos.teachers import injection_validity, sft_rows
-from tasks.evaluate import evaluate
 
 # 2-digit addition; Mahjong with 10 tiles of one suit, the variant a CPU-trained model can
 # learn to explain in minutes (with full 13-tile hands a "micro" model writes few valid rationales).

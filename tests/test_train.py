@@ -30,15 +30,21 @@ from stratos.backends.hf import HFBackend
 from stratos.checkpoints import last_complete_checkpoint
 from stratos.domains import get_domain
 from stratos.domains.base import completion_text
+from stratos.evaluation import evaluate
 from stratos.rewards import domain_rewards, ends_with_answer_line
 from stratos.spec import TaskSpec, TrainingSettings
-from tasks.evaluate import evaluate
 from tasks.train import train_student
 
 REPO = Path(__file__).resolve().parents[1]
 # ~12 optimizer steps per run; logging_steps works out to 1, so every step's loss is logged.
-FULL = TrainingSettings(method="full", learning_rate=5e-3, num_train_epochs=1, per_device_train_batch_size=16,
-                        save_steps=4, max_seq_length=64)  # fmt: skip
+FULL = TrainingSettings(
+    method="full",
+    learning_rate=5e-3,
+    num_train_epochs=1,
+    per_device_train_batch_size=16,
+    save_steps=4,
+    max_seq_length=64,
+)
 
 
 class Snapshot(TrainerCallback):
@@ -64,11 +70,19 @@ def arith():
 def train_parquet(tmp_path_factory, arith) -> Path:
     """Reference traces in the synthesis output format, each question twice (as n accepted samples)."""
     rows = [
-        {"question_id": ex.id, "question": ex.question, "gold": ex.answer,
-         "completion": completion_text(ex.rationale, ex.answer), "teacher": "reference", "mode": "alignment",
-         "sample_index": k, "verdict": "accepted"}
-        for ex in arith.load("train", 100, seed=0) for k in range(2)
-    ]  # fmt: skip
+        {
+            "question_id": ex.id,
+            "question": ex.question,
+            "gold": ex.answer,
+            "completion": completion_text(ex.rationale, ex.answer),
+            "teacher": "reference",
+            "mode": "alignment",
+            "sample_index": k,
+            "verdict": "accepted",
+        }
+        for ex in arith.load("train", 100, seed=0)
+        for k in range(2)
+    ]
     path = tmp_path_factory.mktemp("data") / "train.parquet"
     pd.DataFrame(rows).to_parquet(path)
     return path
@@ -120,7 +134,7 @@ def test_cpu_bf16_autocast_is_opt_in_and_trains(tmp_path, nano, train_parquet, a
     assert seen == {"bf16": True, "use_cpu": True}
     assert result.loss_last < 0.5 * result.loss_first
     meta = json.loads((Path(result.out_dir) / "meta.json").read_text())
-    assert meta["hyperparameters"]["bf16"] is True
+    assert meta["hyperparameters"]["bf16"] is True and meta["bf16"] is True  # asked for, and trained in
     # The saved weights stay float32 (autocast computes in bf16, the master weights do not change type).
     saved = AutoModelForCausalLM.from_pretrained(result.model_dir)
     assert {p.dtype for p in saved.parameters()} == {torch.float32}
@@ -156,11 +170,26 @@ def test_bad_inputs_fail_before_loading(tmp_path, train_parquet, arith, nano):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, full_run, train_parquet, arith):
     # LoRA on a random base learns almost nothing; on the trained base it refines the solver.
-    settings = TrainingSettings(method="lora", learning_rate=1e-2, num_train_epochs=1, per_device_train_batch_size=16,
-                                lora_r=8, lora_alpha=16, lora_dropout=0.0, save_steps=100, max_seq_length=64)  # fmt: skip
+    settings = TrainingSettings(
+        method="lora",
+        learning_rate=1e-2,
+        num_train_epochs=1,
+        per_device_train_batch_size=16,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        save_steps=100,
+        max_seq_length=64,
+    )
     snap = Snapshot()
-    result = train_student(full_run[0].model_dir, train_parquet, arith, settings,
-                           tmp_path_factory.mktemp("lora") / "out", callbacks=[snap])  # fmt: skip
+    result = train_student(
+        full_run[0].model_dir,
+        train_parquet,
+        arith,
+        settings,
+        tmp_path_factory.mktemp("lora") / "out",
+        callbacks=[snap],
+    )
     return result, snap
 
 
@@ -220,9 +249,12 @@ RUNNER = textwrap.dedent(
 
 def test_resume_after_kill_continues_step_and_data_position(tmp_path, nano, train_parquet, arith, full_run):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(nano), str(train_parquet), str(out),
-                             FULL.model_dump_json()], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(nano), str(train_parquet), str(out), FULL.model_dump_json()],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while last_complete_checkpoint(out / "checkpoints") is None and proc.poll() is None:
@@ -250,8 +282,16 @@ def test_resume_after_kill_continues_step_and_data_position(tmp_path, nano, trai
     np.testing.assert_allclose([got[s] for s in after], [ref[s] for s in after], rtol=1e-4)
 
 
-GRPO = TrainingSettings(method="grpo", learning_rate=3e-3, num_train_epochs=1, per_device_train_batch_size=16,
-                        num_generations=8, beta=0.0, save_steps=100, max_seq_length=64)  # fmt: skip
+GRPO = TrainingSettings(
+    method="grpo",
+    learning_rate=3e-3,
+    num_train_epochs=1,
+    per_device_train_batch_size=16,
+    num_generations=8,
+    beta=0.0,
+    save_steps=100,
+    max_seq_length=64,
+)
 
 
 def test_reward_functions_follow_the_domain(arith):
@@ -312,3 +352,27 @@ def test_grpo_batch_must_hold_whole_groups(tmp_path, nano, train_parquet, arith)
         ValueError, match=r"per_device_train_batch_size \(12\) must be a multiple .* set it to 8"
     ):
         train_student(nano, train_parquet, arith, bad, tmp_path / "out")
+
+
+def test_a_model_without_a_chat_template_trains_and_answers_in_the_plain_format(
+    tmp_path, nano, train_parquet, arith
+):
+    """A base model (no chat template) gets one documented format in training, evaluation and serving."""
+    import shutil
+
+    from stratos.backends.hf import PLAIN_CHAT_TEMPLATE
+
+    base = tmp_path / "base"
+    shutil.copytree(nano, base)
+    (base / "chat_template.jinja").unlink()
+    assert HFBackend(base).tokenizer.chat_template == PLAIN_CHAT_TEMPLATE  # loading gives it the plain format
+    settings = FULL.model_copy(update={"per_device_train_batch_size": 64, "save_steps": 100})
+    result = train_student(base, train_parquet, arith, settings, tmp_path / "out")
+    served = HFBackend(result.model_dir)  # what evaluation and the CPU server load
+    assert served.tokenizer.chat_template == PLAIN_CHAT_TEMPLATE  # saved with the trained model
+    prompt = served.tokenizer.apply_chat_template(
+        arith.messages("3+5"), add_generation_prompt=True, tokenize=False
+    )
+    assert prompt.endswith("Question: 3+5\nAnswer:\n") and "<|im_start|>" not in prompt
+    out = served.generate([arith.messages("3+5")], SamplingParams(max_new_tokens=16))
+    assert out[0][0].text  # it generates in that format

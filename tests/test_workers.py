@@ -25,6 +25,9 @@ from prefect_live import LivePrefect, flow_runs, live_prefect, recorded_teacher,
 from flows import run_flow
 from stratos.checkpoints import last_complete_checkpoint
 
+# A real Prefect server and process workers; the e2e tier (.ci/run runs it after the default suite): the
+# default suite proves dispatch to a worker in tests/test_provision_flow.py's end-to-end run.
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 POOL = "gpu-pool"
 
 
@@ -83,8 +86,11 @@ def stage_runs(pool: str, stage: str) -> list[Any]:
 
 
 def test_training_runs_on_the_chosen_servers_worker(prefect: LivePrefect, warm: dict[str, Any]) -> None:
-    spec = {**warm, "training": {**warm["training"], "learning_rate": 2e-3},
-            "workers": {"pools": {"*": POOL}, "wait_s": 60, "heartbeat_timeout_s": 8}}  # fmt: skip
+    spec = {
+        **warm,
+        "training": {**warm["training"], "learning_rate": 2e-3},
+        "workers": {"pools": {"*": POOL}, "wait_s": 60, "heartbeat_timeout_s": 8},
+    }
     result = run_flow(spec)
 
     assert result.status == "trained" and result.failovers == []
@@ -94,7 +100,7 @@ def test_training_runs_on_the_chosen_servers_worker(prefect: LivePrefect, warm: 
     assert [r.state.name for r in stage_runs(POOL, "train")] == ["Completed"]
     # ... and its model is what the student's evaluation (also on the worker) loaded.
     assert trained["model_uri"] == result.artifacts["model"]
-    evaluated = [r.parameters["args"]["model"]["model"] for r in stage_runs(POOL, "evaluate")]
+    evaluated = [r.parameters["job"]["model"]["candidate"]["model"] for r in stage_runs(POOL, "evaluate")]
     assert _local(trained["model_uri"]) in [_local(m) for m in evaluated]
     assert result.metrics["test_size"] > 0
     states = task_states(last_distill_run().id)
@@ -124,16 +130,22 @@ def _kill_after_checkpoint(prefect: LivePrefect, stratos_home: Path, before: set
 
 def test_killed_worker_training_resumes_from_checkpoint(prefect: LivePrefect, warm: dict[str, Any]) -> None:
     # 90 steps (48 examples, batch 8, 15 epochs) with a checkpoint every 5: killed in the middle.
-    spec = {**warm, "training": {**warm["training"], "num_train_epochs": 15, "save_steps": 5},
-            "workers": {"pools": {"*": "gpu-fault"}, "wait_s": 90, "heartbeat_timeout_s": 8}}  # fmt: skip
+    spec = {
+        **warm,
+        "training": {**warm["training"], "num_train_epochs": 15, "save_steps": 5},
+        "workers": {"pools": {"*": "gpu-fault"}, "wait_s": 90, "heartbeat_timeout_s": 8},
+    }
     prefect.create_pool("gpu-fault")
     prefect.start_worker("gpu-fault")
     home = Path(os.environ["STRATOS_HOME"])
     before = set((home / "work" / "train").glob("*"))
     seen: dict[str, Any] = {}
     # copy_context: the thread must see the temporary Prefect settings (API URL) this test runs under
-    killer = threading.Thread(target=contextvars.copy_context().run, daemon=True,
-                              args=(_kill_after_checkpoint, prefect, home, before, seen))  # fmt: skip
+    killer = threading.Thread(
+        target=contextvars.copy_context().run,
+        daemon=True,
+        args=(_kill_after_checkpoint, prefect, home, before, seen),
+    )
     killer.start()
     result = run_flow(spec)
     killer.join(timeout=60)
@@ -151,16 +163,19 @@ def test_killed_worker_training_resumes_from_checkpoint(prefect: LivePrefect, wa
 
 
 def test_unavailable_server_fails_over_along_the_front(prefect: LivePrefect, warm: dict[str, Any]) -> None:
+    from stratos.catalog import load_catalogs
+    from stratos.pfg import select_server
     from stratos.spec import parse_spec
-    from tasks.catalog import load_catalogs
-    from tasks.select_server import select_server
 
     parsed = parse_spec(warm)
     servers = load_catalogs(parsed.servers.catalog_paths())[0]
     front = select_server(servers, parsed.constraints, parsed.servers).front_ranked()
     # The chosen server's pool never gets a worker; the next one on the front has the live POOL.
-    spec = {**warm, "training": {**warm["training"], "learning_rate": 1e-3},
-            "workers": {"pools": {front[0]: "gpu-down", "*": POOL}, "wait_s": 3, "heartbeat_timeout_s": 8}}  # fmt: skip
+    spec = {
+        **warm,
+        "training": {**warm["training"], "learning_rate": 1e-3},
+        "workers": {"pools": {front[0]: "gpu-down", "*": POOL}, "wait_s": 3, "heartbeat_timeout_s": 8},
+    }
     result = run_flow(spec)
 
     assert result.status == "trained"

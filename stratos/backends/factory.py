@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pydantic import SecretStr
 
 from stratos.backends.base import Backend
+from stratos.backends.openai_http import OpenAIBackend
+from stratos.backends.stored import StoredBackend
 from stratos.spec import ModelCandidate
 
 
@@ -19,8 +21,6 @@ def _hf(candidate: ModelCandidate) -> Backend:
 
 
 def _openai(candidate: ModelCandidate) -> Backend:
-    from stratos.backends.openai_http import OpenAIBackend
-
     key: SecretStr | None = None
     if candidate.api_key_env:
         value = os.environ.get(candidate.api_key_env)
@@ -43,8 +43,6 @@ def _openai(candidate: ModelCandidate) -> Backend:
 
 
 def _stored(candidate: ModelCandidate) -> Backend:
-    from stratos.backends.stored import StoredBackend
-
     return StoredBackend(candidate.model, name=candidate.name)
 
 

@@ -27,6 +27,32 @@ from stratos.backends.base import Completion, Messages, SamplingParams, Usage
 
 log = logging.getLogger(__name__)
 
+# The prompt format of a model that has no chat template (a base model): system text, then
+# "Question:" and "Answer:" turns, each answer closed by the end token. Training saves it with the
+# trained model's tokenizer, so evaluation and serving render prompts exactly as training did. The
+# generation prompt ends in a newline, which tokenizes on its own: the rendered prompt stays a
+# token-level prefix of prompt + answer, as completion-only loss needs.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'Question: ' + message['content'] + '\\n' }}"
+    "{% else %}{{ 'Answer:\\n' + message['content'] + eos_token + '\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Answer:\\n' }}{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """Give a tokenizer without a chat template the plain format (PLAIN_CHAT_TEMPLATE), and say so."""
+    if tokenizer.chat_template:
+        return
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    log.warning(
+        "model '%s' has no chat template (a base model?): using Stratos' plain 'Question:/Answer:' format "
+        "in pre-screen, training, evaluation and serving",
+        name,
+    )
+
 
 def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or Path(model).expanduser().exists() or model.count("/") > 1
@@ -109,11 +135,7 @@ class HFBackend:
         batch_size: int,
         price_per_hour: float,
     ) -> None:
-        if not tokenizer.chat_template:
-            raise ValueError(
-                f"model '{name}' has no chat template; use an instruct/chat model or set "
-                "tokenizer.chat_template before serving it"
-            )
+        ensure_chat_template(tokenizer, name)
         tokenizer.padding_side = "left"  # rows must end together so new tokens line up
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -23,6 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from stratos.backends.base import Completion, Messages, SamplingParams, Usage
+from stratos.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_RETRY_AFTER_S = 30.0  # never sleep longer than this on a server's Retry-After
 
 
-class BackendError(RuntimeError):
+class BackendError(ServiceError):
     """A request that failed for good; the message names the endpoint, the status and the fix."""
 
 

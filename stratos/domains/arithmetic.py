@@ -22,11 +22,13 @@ from __future__ import annotations
 import random
 import re
 
+from stratos.answers import Reading
 from stratos.domains.base import Example, extract_marked_answer
 from stratos.domains.common import (
     extract_number,
     numbers_equal,
     parse_number,
+    read_number,
     split_of,
     stable_id,
 )
@@ -151,6 +153,15 @@ class Arithmetic:
     def __init__(self, task: TaskSpec) -> None:
         self.digits, self.ops = parse_options(dict(task.options))
 
+    def capacity(self, split: str) -> int:
+        """At most how many distinct questions a split can hold: operand pairs times operators.
+
+        An upper bound (the hash split gives each split a share of them); load() draws 20 times
+        the size it is asked for, so a request above this would spin through draws for nothing.
+        """
+        low, high = (0 if self.digits == 1 else 10 ** (self.digits - 1)), 10**self.digits - 1
+        return (high - low + 1) ** 2 * len(self.ops)
+
     def load(self, split: str, size: int, seed: int) -> list[Example]:
         """Distinct seeded questions of the split (fewer than `size` when the digit count allows fewer)."""
         if split not in ("train", "test"):
@@ -181,6 +192,9 @@ class Arithmetic:
 
     def extract(self, completion: str) -> str | None:
         return extract_number(completion)
+
+    def read(self, completion: str, question: str = "") -> Reading:
+        return read_number(completion, question)
 
     def score(self, predicted: str | None, gold: str) -> bool:
         return numbers_equal(predicted, gold)

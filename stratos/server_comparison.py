@@ -4,6 +4,8 @@ Each scenario is a user (region) with a model-size need (GPU memory) and an
 hourly cap; every method picks a server, and each pick is scored with the one
 multi-objective score (stratos.scoring: closeness to the ideal point over
 normalised hardware, cost and latency among that scenario's feasible servers).
+The cost axis is the settings' `cost_objective`: $/h, or the estimated cost of
+the job `job` describes (stratos.job_profile) on each server.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from stratos.job_cost import JobProfile
+from stratos.pfg import select_server, selection_scores
 from stratos.spec import Constraints, ServerSettings
-from tasks.select_server import select_server, selection_scores
 
 REGIONS = ("us-east", "us-west", "eu-west", "eu-north", "asia-east", "australia")
 GPU_MEMORY_GB = (24, 80, 160, 320)  # from a 7B LoRA job up to a 70B-class teacher
@@ -29,13 +32,15 @@ def comparison_scenarios() -> list[Constraints]:
     ]
 
 
-def compare_methods(servers: pd.DataFrame, settings: ServerSettings | None = None) -> dict:
+def compare_methods(
+    servers: pd.DataFrame, settings: ServerSettings | None = None, job: JobProfile | None = None
+) -> dict:
     """Mean score per method over the feasible scenarios, and PFG's wins/ties/losses against each."""
-    settings = settings or ServerSettings(planned_hours=4)
+    settings = settings or ServerSettings(planned_hours=4, cost_objective="hourly")
     scores: dict[str, list[float]] = {}
     infeasible = 0
     for constraints in comparison_scenarios():
-        selection = select_server(servers, constraints, settings, method="pfg")
+        selection = select_server(servers, constraints, settings, method="pfg", job=job)
         if not selection.feasible:
             infeasible += 1
             continue

@@ -1,4 +1,4 @@
-"""Stage 7: serve the student behind an OpenAI-compatible endpoint and prove it answers as evaluated.
+"""Stage 10, serve: the student behind an OpenAI-compatible endpoint, proven to answer as evaluated.
 
 One code path for both serving engines:
     start (detached process, log file) -> wait healthy -> smoke test -> parity -> record endpoint
@@ -32,14 +32,22 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
+from prefect import task
+from pydantic import BaseModel, Field
 
 from stratos.backends.base import SamplingParams
 from stratos.backends.openai_http import BackendError, OpenAIBackend
+from stratos.domains import get_domain
 from stratos.domains.base import Domain, Example
+from stratos.evaluation import EvalResult, Match, evaluate
 from stratos.files import dir_digest
+from stratos.jobs import Ran, Runner, StageJob, dispatched, transient
+from stratos.ledger import Budget, Entry
 from stratos.serving.endpoints import (
     CHILDREN,
     EndpointNotFoundError,
@@ -59,19 +67,41 @@ from stratos.serving.endpoints import (
     terminate,
     write_record,
 )
-from tasks.evaluate import EvalResult, evaluate
+from stratos.spec import ServeSettings, TaskSpec
+from stratos.storage import fetch, from_uri
+from tasks.prepare_data import SplitFile, load_split
 
 # The registry functions are re-exported: the flow and the CLI use this stage's module only.
 __all__ = [
-    "DeployError", "EndpointNotFoundError", "EndpointRecord", "Parity", "Smoke", "cpu_command",
-    "deploy_model", "find_running", "find_vllm", "serving_backend", "list_endpoints", "model_dir_sha256", "parity_sample",
-    "stop_endpoint", "vllm_command",
-]  # fmt: skip
+    "ServeError",
+    "EndpointNotFoundError",
+    "EndpointRecord",
+    "Parity",
+    "Smoke",
+    "cpu_command",
+    "ServeJob",
+    "Served",
+    "VllmOptions",
+    "run_serving",
+    "serve",
+    "serve_student",
+    "find_running",
+    "find_vllm",
+    "serving_backend",
+    "list_endpoints",
+    "model_dir_sha256",
+    "parity_sample",
+    "stop_endpoint",
+    "vllm_command",
+]
 
 VLLM_ENV = "STRATOS_VLLM"  # path to a `vllm` executable in its own venv or image
+# Start-up timeouts when serve.startup_timeout_s is empty: a CPU server loads a small model in
+# seconds; vLLM loads weights, profiles memory and captures CUDA graphs.
+CPU_STARTUP_S, VLLM_STARTUP_S = 120.0, 900.0
 
 
-class DeployError(RuntimeError):
+class ServeError(RuntimeError):
     """A deployment that failed a check; the message names the check, what was seen and the fix."""
 
 
@@ -81,9 +111,18 @@ class DeployError(RuntimeError):
 def cpu_command(model_dir: str | Path, served_model_name: str, host: str, port: int) -> list[str]:
     """The FastAPI server of this package, run with this interpreter."""
     return [
-        sys.executable, "-m", "stratos.serving.openai_server", "--model", str(model_dir),
-        "--host", host, "--port", str(port), "--served-model-name", served_model_name,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "stratos.serving.openai_server",
+        "--model",
+        str(model_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_model_name,
+    ]
 
 
 def vllm_command(
@@ -92,8 +131,8 @@ def vllm_command(
     host: str,
     port: int,
     executable: str,
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
+    max_model_len: int | None,
+    gpu_memory_utilization: float,
     lora_adapter: str | Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
@@ -141,7 +180,18 @@ def serving_backend(choice: str) -> ServingBackend:
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def deploy_model(
+@dataclass(frozen=True)
+class VllmOptions:
+    """What only `vllm serve` takes: its executable (else $STRATOS_VLLM), context length, a LoRA adapter
+    to serve on the base model instead of the merged weights, and extra command-line arguments."""
+
+    executable: str | None = None
+    max_model_len: int | None = None
+    lora_adapter: str | Path | None = None
+    extra_args: Sequence[str] = ()
+
+
+def serve_student(
     model_dir: str | Path,
     *,
     domain: Domain,
@@ -149,19 +199,12 @@ def deploy_model(
     expected_accuracy: float,
     served_model_name: str,
     server_id: str,
+    settings: ServeSettings | None = None,
+    vllm: VllmOptions | None = None,
     model_uri: str | None = None,
     model_sha256: str | None = None,
-    backend: ServingBackend = "cpu",
-    tolerance: float = 0.05,
     max_new_tokens: int = 256,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    startup_timeout_s: float | None = None,
-    vllm_executable: str | None = None,
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
-    lora_adapter: str | Path | None = None,
-    vllm_args: Sequence[str] = (),
+    match: Match = "flexible",
     reuse: bool = True,
     registry: str | Path | None = None,
 ) -> EndpointRecord:
@@ -170,42 +213,69 @@ def deploy_model(
     Args:
         parity_examples: test examples the evaluation stage scored (see `parity_sample`).
         expected_accuracy: the evaluation's accuracy on exactly those examples.
-        max_new_tokens: must equal the evaluation's, or truncated answers look like a parity failure.
+        settings: the spec's serve section (backend, host, port, tolerance, start-up timeout, GPU share).
+        max_new_tokens, match: must equal the evaluation's, or truncated or differently read answers
+            look like a parity failure.
         reuse: return an already running, healthy endpoint for the same weights and name.
-        startup_timeout_s: default 120 s for cpu, 900 s for vllm (weights load, CUDA graphs).
     Returns:
-        The endpoint record (also written to the registry). Raises DeployError on a failed check.
+        The endpoint record (also written to the registry). Raises ServeError on a failed check.
     """
+    settings, vllm = settings or ServeSettings(), vllm or VllmOptions()
+    backend = serving_backend(settings.backend)
     model_dir = Path(model_dir)
-    _check_inputs(model_dir, parity_examples, expected_accuracy, tolerance, backend, lora_adapter)
-    if not 0 < gpu_memory_utilization <= 1:
-        raise ValueError(
-            f"gpu_memory_utilization={gpu_memory_utilization}: give the GPU share vLLM may use, e.g. 0.9"
-        )
+    _check_inputs(model_dir, parity_examples, expected_accuracy, backend, vllm.lora_adapter)
     if model_sha256 is None:  # the adapter is part of what is served, so part of its identity
-        parts = [model_dir_sha256(model_dir)] + ([model_dir_sha256(lora_adapter)] if lora_adapter else [])
+        parts = [model_dir_sha256(model_dir)] + (
+            [model_dir_sha256(vllm.lora_adapter)] if vllm.lora_adapter else []
+        )
         model_sha256 = parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    tolerance = settings.parity_tolerance
     if reuse and (found := find_running(model_sha256, served_model_name, registry, backend)):
-        return _reuse(found, domain, parity_examples, expected_accuracy, tolerance, params, registry)
+        return _reuse(found, domain, parity_examples, expected_accuracy, tolerance, params, registry, match)
 
-    port = port or free_port(host)
+    host, port = settings.host, settings.port or free_port(settings.host)
     if backend == "vllm":
-        exe = find_vllm(vllm_executable)
-        cmd = vllm_command(model_dir, served_model_name, host, port, exe, max_model_len,
-                           gpu_memory_utilization, lora_adapter, vllm_args)  # fmt: skip
+        cmd = vllm_command(
+            model_dir,
+            served_model_name,
+            host,
+            port,
+            find_vllm(vllm.executable),
+            vllm.max_model_len,
+            settings.gpu_memory_utilization,
+            vllm.lora_adapter,
+            vllm.extra_args,
+        )
     else:
         cmd = cpu_command(model_dir, served_model_name, host, port)
-    timeout = startup_timeout_s or (900.0 if backend == "vllm" else 120.0)
-    record = launch(cmd, served_model_name, host, port, backend, registry,
-                    model_uri=model_uri or model_dir.resolve().as_uri(), model_sha256=model_sha256,
-                    server_id=server_id)  # fmt: skip
+    timeout = settings.startup_timeout_s or (VLLM_STARTUP_S if backend == "vllm" else CPU_STARTUP_S)
+    record = launch(
+        cmd,
+        served_model_name,
+        host,
+        port,
+        backend,
+        registry,
+        model_uri=model_uri or model_dir.resolve().as_uri(),
+        model_sha256=model_sha256,
+        server_id=server_id,
+    )
     try:
         record.startup_s = wait_healthy(record, timeout)
-        record.smoke = smoke_test(record.url, served_model_name, domain.messages(parity_examples[0].question),
-                                  max_new_tokens)  # fmt: skip
-        record.parity = check_parity(record.url, served_model_name, domain, parity_examples,
-                                     expected_accuracy, tolerance, params)  # fmt: skip
+        record.smoke = smoke_test(
+            record.url, served_model_name, domain.messages(parity_examples[0].question), max_new_tokens
+        )
+        record.parity = check_parity(
+            record.url,
+            served_model_name,
+            domain,
+            parity_examples,
+            expected_accuracy,
+            tolerance,
+            params,
+            match,
+        )
     except BaseException:
         terminate(record.pid, record.port)
         record_path(record.id, registry).unlink(missing_ok=True)
@@ -219,7 +289,6 @@ def _check_inputs(
     model_dir: Path,
     examples: list[Example],
     expected: float,
-    tolerance: float,
     backend: str,
     lora_adapter: str | Path | None,
 ) -> None:
@@ -232,10 +301,8 @@ def _check_inputs(
         raise ValueError(f"backend '{backend}' is not one of 'cpu', 'vllm'")
     if not examples:
         raise ValueError("parity_examples is empty; pass a sample of the test split the evaluation scored")
-    if not 0 <= expected <= 1 or not 0 <= tolerance < 1:
-        raise ValueError(
-            f"expected_accuracy={expected}, tolerance={tolerance}: both are fractions, e.g. 0.82 and 0.05"
-        )
+    if not 0 <= expected <= 1:
+        raise ValueError(f"expected_accuracy={expected}: a fraction, e.g. 0.82")
     if lora_adapter is not None and backend != "vllm":
         raise ValueError(
             f"lora_adapter '{lora_adapter}' needs backend='vllm'; on the CPU path serve the merged model/ dir"
@@ -252,18 +319,21 @@ def _reuse(
     tolerance: float,
     params: SamplingParams,
     registry: str | Path | None,
+    match: Match = "flexible",
 ) -> EndpointRecord:
     """A running endpoint for the same weights: smoke it again; re-check parity only if the target moved.
 
     An endpoint that fails now is stopped like a fresh one would be: no failed deployment stays up.
     """
     try:
-        record.smoke = smoke_test(record.url, record.served_model_name, domain.messages(examples[0].question),
-                                  params.max_new_tokens)  # fmt: skip
+        record.smoke = smoke_test(
+            record.url, record.served_model_name, domain.messages(examples[0].question), params.max_new_tokens
+        )
         old = record.parity
         if old is None or abs(old.served_accuracy - expected) > tolerance or old.n != len(examples):
-            record.parity = check_parity(record.url, record.served_model_name, domain, examples, expected,
-                                         tolerance, params)  # fmt: skip
+            record.parity = check_parity(
+                record.url, record.served_model_name, domain, examples, expected, tolerance, params, match
+            )
     except BaseException:
         stop_endpoint(record.id, registry)
         raise
@@ -296,13 +366,13 @@ def model_dir_sha256(model_dir: str | Path) -> str:
 
 
 def wait_healthy(record: EndpointRecord, timeout_s: float) -> float:
-    """Seconds until /health answers and /v1/models lists the served name; DeployError with the log tail if not."""
+    """Seconds until /health answers and /v1/models lists the served name; ServeError with the log tail if not."""
     root = local_url(record).removesuffix("/v1")
     started = time.monotonic()
     while True:
         if not pid_alive(record.pid):
             code = CHILDREN[record.pid].returncode if record.pid in CHILDREN else "unknown"
-            raise DeployError(
+            raise ServeError(
                 f"{record.backend} server for '{record.served_model_name}' exited with code {code} before "
                 f"becoming healthy; fix the cause in its log ({record.log_path}):\n{log_tail(record.log_path)}"
             )
@@ -311,12 +381,12 @@ def wait_healthy(record: EndpointRecord, timeout_s: float) -> float:
                 models = httpx.get(f"{root}/v1/models", timeout=5).json()
                 names = [m.get("id") for m in models.get("data", [])]
                 if record.served_model_name not in names:
-                    raise DeployError(
+                    raise ServeError(
                         f"server at {record.url} is up but serves {names}, not '{record.served_model_name}'"
                     )
                 return round(time.monotonic() - started, 2)
         if time.monotonic() - started > timeout_s:
-            raise DeployError(
+            raise ServeError(
                 f"{record.backend} server for '{record.served_model_name}' was not healthy at {root}/health "
                 f"after {timeout_s:.0f}s; raise startup_timeout_s if the model is large, else fix the "
                 f"cause in its log ({record.log_path}):\n{log_tail(record.log_path)}"
@@ -336,12 +406,12 @@ def smoke_test(url: str, served_model_name: str, messages: list[dict[str, str]],
             model=served_model_name, messages=messages, max_tokens=max_tokens, temperature=0.0
         )
     except openai.OpenAIError as exc:
-        raise DeployError(f"smoke test against {url} failed: {type(exc).__name__}: {exc}") from None
+        raise ServeError(f"smoke test against {url} failed: {type(exc).__name__}: {exc}") from None
     finally:
         client.close()
     text = reply.choices[0].message.content if reply.choices else None
     if not text:
-        raise DeployError(
+        raise ServeError(
             f"smoke test against {url}: model '{served_model_name}' returned an empty completion; "
             "check the chat template and the end-of-sequence token of the served model"
         )
@@ -357,21 +427,27 @@ def check_parity(
     expected_accuracy: float,
     tolerance: float,
     params: SamplingParams,
+    match: Match = "flexible",
 ) -> Parity:
-    """Score the served model with evaluate(); DeployError when it differs from the evaluation."""
+    """Score the served model with evaluate() under the evaluation's reading; ServeError when it differs."""
     client = OpenAIBackend(url, served_model_name, max_concurrency=8, timeout_s=300.0, max_retries=2)
     try:
-        result = evaluate(client, domain, examples, params)
+        result = evaluate(client, domain, examples, params, match=match)
     except BackendError as exc:
-        raise DeployError(f"parity check against {url} could not run: {exc}") from None
+        raise ServeError(f"parity check against {url} could not run: {exc}") from None
     finally:
         client.close()
-    parity = Parity(served_accuracy=result.accuracy, expected_accuracy=expected_accuracy,
-                    n=result.n, tolerance=tolerance, seconds=round(result.seconds, 2))  # fmt: skip
+    parity = Parity(
+        served_accuracy=result.accuracy,
+        expected_accuracy=expected_accuracy,
+        n=result.n,
+        tolerance=tolerance,
+        seconds=round(result.seconds, 2),
+    )
     if abs(result.accuracy - expected_accuracy) > tolerance:
         wrong = next((r for r in result.records if not r.correct), None)
         example = f"\nfirst wrong answer ({wrong.id}): {wrong.completion[:160]!r}" if wrong else ""
-        raise DeployError(
+        raise ServeError(
             f"parity check failed for '{served_model_name}' at {url}: served accuracy "
             f"{result.accuracy:.3f} ({result.correct}/{result.n}) vs {expected_accuracy:.3f} in evaluation "
             f"(tolerance {tolerance}). The endpoint does not answer as the evaluated model did; likely "
@@ -380,3 +456,80 @@ def check_parity(
             f"({params.max_new_tokens}) below the evaluation's.{example}"
         )
     return parity
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+class ServeJob(StageJob):
+    stage: ClassVar[str] = "serve"
+
+    budget: Budget | None = None
+    task: TaskSpec
+    model_uri: str
+    model_sha256: str
+    served_model_name: str
+    server_id: str
+    test: SplitFile
+    evaluation_uri: str = Field(
+        description="The student's evaluation: parity compares the served model with it."
+    )
+    serve: ServeSettings
+    max_new_tokens: int
+
+
+class Served(BaseModel):
+    endpoint: EndpointRecord
+    where: Ran  # which machine and process ran it
+
+
+def run_serving(job: ServeJob) -> Served:
+    """Serve the student, check health, smoke and parity, and record the endpoint.
+
+    Parity compares the served model with the evaluation stage on the same questions: the first
+    `serve.parity_size` the evaluation scored, at the evaluation's accuracy on exactly those, read
+    the way the evaluation read them.
+    """
+    evaluation = EvalResult.from_dict(json.loads(fetch(job.evaluation_uri).read_text()))
+    examples, expected = parity_sample(evaluation, load_split(job.test), job.serve.parity_size)
+    record = serve_student(
+        fetch(job.model_uri),
+        domain=get_domain(job.task),
+        parity_examples=examples,
+        expected_accuracy=expected,
+        served_model_name=job.served_model_name,
+        server_id=job.server_id,
+        settings=job.serve,
+        model_uri=job.model_uri,
+        model_sha256=job.model_sha256,
+        max_new_tokens=job.max_new_tokens,
+        match=evaluation.match,
+    )
+    from_uri(job.store_uri).put_json(f"endpoints/{job.key}.json", record.model_dump(mode="json"))
+    if job.budget is not None:  # start-up and checks; the endpoint then runs on at the server's hourly price
+        seconds = (record.startup_s or 0.0) + (record.parity.seconds if record.parity else 0.0)
+        entry = Entry(
+            id=f"serving:{record.id}",
+            stage="serving",
+            item=f"start-up, smoke and parity of {record.id}",
+            usd=job.budget.gpu_usd(seconds),
+            basis=job.budget.gpu_basis,
+            note=job.budget.gpu_note() + "; serving continues at that rate until stopped",
+            seconds=seconds,
+        )
+        job.budget.ledger().charge(entry)
+    return Served(endpoint=record, where=Ran.here())
+
+
+@task(
+    name="serve",
+    task_run_name="serve",
+    cache_policy=dispatched(run_serving),
+    persist_result=True,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=transient,
+)
+def serve(job: ServeJob, runner: Runner) -> Served:
+    """Serve the student where the runner places it; the flow re-runs it when the cached endpoint is gone."""
+    return runner.run(run_serving, job)

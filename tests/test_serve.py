@@ -19,26 +19,28 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from conftest import free_port
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import fit_worked_examples, free_port
 
 from stratos import zoo
+from stratos.answers import Reading, read_answer
 from stratos.backends.hf import HFBackend
 from stratos.cli import main as cli
-from stratos.domains.base import Example, completion_text, extract_marked_answer
+from stratos.domains.base import Example, extract_marked_answer
+from stratos.evaluation import evaluate
 from stratos.serving.endpoints import pid_alive
-from tasks.deploy import (
-    DeployError,
-    deploy_model,
+from stratos.spec import ServeSettings
+from tasks.serve import (
+    ServeError,
+    VllmOptions,
     find_running,
     find_vllm,
     list_endpoints,
     model_dir_sha256,
     parity_sample,
+    serve_student,
     stop_endpoint,
     vllm_command,
 )
-from tasks.evaluate import evaluate
 
 NAME = "echo-student"
 
@@ -59,6 +61,9 @@ class Echo:
     def extract(self, completion: str) -> str | None:
         return extract_marked_answer(completion)
 
+    def read(self, completion: str, question: str = "") -> Reading:
+        return read_answer(completion, lambda text: text.strip() or None)
+
     def score(self, predicted: str | None, gold: str) -> bool:
         return predicted is not None and predicted.strip() == gold
 
@@ -74,29 +79,10 @@ def student(tiny_model_dir: Path, domain: Echo) -> Path:
     recipe = {"kind": "echo-student", "base": tiny_model_dir.name, "steps": 240, "lr": 3e-3, "batch": 32}
 
     def build(out: Path) -> dict:
-        tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        texts = [
-            tok.apply_chat_template(
-                domain.messages(ex.question)
-                + [{"role": "assistant", "content": completion_text(ex.rationale, ex.answer)}],
-                tokenize=False,
-            )
-            for ex in domain.load("train", 2048, seed=0)
-        ]
-        torch.manual_seed(0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
-        model.train()
-        for step in range(recipe["steps"]):
-            rows = texts[(step * 32) % len(texts) :][:32]
-            batch = tok(rows, return_tensors="pt", padding=True, add_special_tokens=False)
-            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-            model(**batch, labels=labels).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-        model.eval()
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
+        examples = domain.load("train", 2048, seed=0)
+        fit_worked_examples(
+            tiny_model_dir, domain, examples, out, recipe["steps"], recipe["lr"], recipe["batch"]
+        )
         return {}
 
     return zoo.cached_build("student-echo", recipe, build)
@@ -120,11 +106,24 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _deploy(model_dir: Path, domain: Echo, parity: tuple[list[Example], float], **kwargs):
+    """serve_student with the test's knobs sorted into the serve section and the vLLM options."""
     examples, expected = parity
-    return deploy_model(
-        model_dir, domain=domain, parity_examples=examples, expected_accuracy=expected,
-        served_model_name=NAME, server_id="local/cpu", **kwargs,
-    )  # fmt: skip
+    vllm = {k.removeprefix("vllm_"): kwargs.pop(k) for k in list(kwargs) if k in VLLM_KNOBS}
+    if "tolerance" in kwargs:
+        kwargs["parity_tolerance"] = kwargs.pop("tolerance")
+    return serve_student(
+        model_dir,
+        domain=domain,
+        parity_examples=examples,
+        expected_accuracy=expected,
+        served_model_name=NAME,
+        server_id="local/cpu",
+        settings=ServeSettings(**{"backend": "cpu", **kwargs}),
+        vllm=VllmOptions(**{"extra_args" if k == "args" else k: v for k, v in vllm.items()}),
+    )
+
+
+VLLM_KNOBS = {"vllm_executable", "max_model_len", "lora_adapter", "vllm_args"}
 
 
 def _server_processes(port: int) -> list[int]:
@@ -199,7 +198,7 @@ def test_wrong_chat_template_fails_parity_and_stops_the_server(student, domain, 
         "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     port = free_port()
-    with pytest.raises(DeployError, match=r"parity check failed .* vs 0\.\d+ in evaluation") as err:
+    with pytest.raises(ServeError, match=r"parity check failed .* vs 0\.\d+ in evaluation") as err:
         _deploy(broken, domain, parity, port=port)
     assert "chat template" in str(err.value) and "bad LoRA merge" in str(err.value)
     _assert_nothing_left(port, registry)
@@ -209,7 +208,7 @@ def test_missing_weights_fail_startup_with_the_log_tail(student, domain, parity,
     broken = shutil.copytree(student, tmp_path / "no-weights")
     (broken / "model.safetensors").unlink()
     port = free_port()
-    with pytest.raises(DeployError, match="exited with code 1 before becoming healthy") as err:
+    with pytest.raises(ServeError, match="exited with code 1 before becoming healthy") as err:
         _deploy(broken, domain, parity, port=port, startup_timeout_s=60)
     assert "error: could not load model" in str(err.value)  # the server's own last words
     _assert_nothing_left(port, registry)
@@ -226,7 +225,7 @@ def test_startup_timeout_kills_the_server_and_shows_its_log(domain, parity, regi
     model.mkdir()
     (model / "config.json").write_text("{}")
     port = free_port()
-    with pytest.raises(DeployError, match=r"not healthy .* after 3s.*\nloading weights\.\.\.") as err:
+    with pytest.raises(ServeError, match=r"not healthy .* after 3s.*\nloading weights\.\.\.") as err:
         _deploy(
             model, domain, parity, backend="vllm", vllm_executable=str(fake), port=port, startup_timeout_s=3
         )
@@ -245,8 +244,14 @@ def test_bad_inputs_fail_before_starting_anything(student, domain, parity, regis
     with pytest.raises(ValueError, match="needs backend='vllm'"):
         _deploy(student, domain, parity, lora_adapter=str(tmp_path))
     with pytest.raises(ValueError, match="parity_examples is empty"):
-        deploy_model(student, domain=domain, parity_examples=[], expected_accuracy=0.9,
-                     served_model_name=NAME, server_id="x")  # fmt: skip
+        serve_student(
+            student,
+            domain=domain,
+            parity_examples=[],
+            expected_accuracy=0.9,
+            served_model_name=NAME,
+            server_id="x",
+        )
     assert not registry.exists() or list(registry.iterdir()) == []  # nothing was started or recorded
     with pytest.raises(KeyError, match="no endpoint 'ghost'"):
         stop_endpoint("ghost")
@@ -255,9 +260,20 @@ def test_bad_inputs_fail_before_starting_anything(student, domain, parity, regis
 def test_vllm_command_for_merged_model_and_lora_adapter(tmp_path):
     cmd = vllm_command("/m/model", "student", "0.0.0.0", 8001, "/opt/vllm/bin/vllm", 4096, 0.85)
     assert cmd == [
-        "/opt/vllm/bin/vllm", "serve", "/m/model", "--host", "0.0.0.0", "--port", "8001",
-        "--served-model-name", "student", "--max-model-len", "4096", "--gpu-memory-utilization", "0.85",
-    ]  # fmt: skip
+        "/opt/vllm/bin/vllm",
+        "serve",
+        "/m/model",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8001",
+        "--served-model-name",
+        "student",
+        "--max-model-len",
+        "4096",
+        "--gpu-memory-utilization",
+        "0.85",
+    ]
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 64, "base_model_name_or_path": "/m/base"}))
@@ -279,12 +295,22 @@ def _real_vllm(student, domain, parity, registry, max_model_len=512, **kwargs):
     exe = os.environ.get("STRATOS_VLLM")
     if not exe or not Path(exe).is_file():
         pytest.skip("set STRATOS_VLLM to a vllm executable (its own venv or the GPU image) to run this")
-    record = _deploy(student, domain, parity, backend="vllm", vllm_executable=exe,
-                     max_model_len=max_model_len, tolerance=0.1, **kwargs)  # fmt: skip
+    record = _deploy(
+        student,
+        domain,
+        parity,
+        backend="vllm",
+        vllm_executable=exe,
+        max_model_len=max_model_len,
+        tolerance=0.1,
+        **kwargs,
+    )
     try:
         assert record.status == "ready" and record.parity.n == len(parity[0])
-        print(f"\nvLLM startup {record.startup_s:.1f}s, parity {record.parity.served_accuracy:.3f} "
-              f"(expected {record.parity.expected_accuracy:.3f}) in {record.parity.seconds:.1f}s")  # fmt: skip
+        print(
+            f"\nvLLM startup {record.startup_s:.1f}s, parity {record.parity.served_accuracy:.3f} "
+            f"(expected {record.parity.expected_accuracy:.3f}) in {record.parity.seconds:.1f}s"
+        )
     finally:
         stop_endpoint(record.id)
     _assert_nothing_left(record.port, registry)
