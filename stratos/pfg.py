@@ -242,6 +242,15 @@ def non_dominated(x: np.ndarray) -> np.ndarray:
     return keep
 
 
+def dense_ranks(x: np.ndarray) -> np.ndarray:
+    """Each column of x (n, d) as its dense rank scaled to [0, 1]: the same order and ties, exactly."""
+    out = np.zeros(x.shape)
+    for j in range(x.shape[1]):
+        _, rank = np.unique(x[:, j], return_inverse=True)
+        out[:, j] = rank / max(int(rank.max()), 1) if len(rank) else rank
+    return out
+
+
 def _best_among_ties(x: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     """Of the points `idx`, those best on `axis` within their group of equal other coordinates."""
     others = [j for j in range(x.shape[1]) if j != axis]
@@ -286,14 +295,22 @@ def _best(candidates: np.ndarray, ids: np.ndarray, *keys: np.ndarray) -> int:
 
 
 def pfg_choice(
-    x: np.ndarray, ids: np.ndarray, cost: np.ndarray, k: int, sigma: float, cheapest_in_cell: bool = False
+    x: np.ndarray,
+    ids: np.ndarray,
+    cost: np.ndarray,
+    k: int,
+    sigma: float,
+    cheapest_in_cell: bool = False,
+    raw: np.ndarray | None = None,
 ):
     """Index of the PFG choice among rows of x (all feasible), the front mask, Pareto cells, chosen cell.
 
-    In the chosen cell: the server nearest the ideal point (ties: cheaper), or with `cheapest_in_cell`
-    the cheapest (ties: nearest).
+    The front is found on `raw` (the objectives before normalising, larger is better) when given:
+    min-max scaling can round two values one ulp apart to the same number, and the worse would
+    then stay on the front. In the chosen cell: the server nearest the ideal point (ties: cheaper),
+    or with `cheapest_in_cell` the cheapest (ties: nearest).
     """
-    front = non_dominated(x)
+    front = non_dominated(x if raw is None else dense_ranks(raw))
     front_idx = np.flatnonzero(front)
     cells = grid_cells(x[front_idx], k, sigma)
     pcells = pareto_cells(cells)
@@ -439,7 +456,13 @@ def select_server(
     ids = obj["id"].array  # pandas' string array: indexing subsets avoids 10^6 Python str objects
     cost = obj["cost"].to_numpy()
     pfg_local, front_local, pcells, cell = pfg_choice(
-        x[idx], ids[idx], cost[idx], settings.grid_k, settings.sigma, settings.cost_objective == "job"
+        x[idx],
+        ids[idx],
+        cost[idx],
+        settings.grid_k,
+        settings.sigma,
+        settings.cost_objective == "job",
+        raw=np.c_[obj["hardware"].to_numpy(), -cost, -obj["latency_ms"].to_numpy()][idx],
     )
     front_ids = sorted(ids[idx[front_local]].tolist())
     choices = {"pfg": int(idx[pfg_local])}

@@ -593,7 +593,7 @@ class ProvisionSettings(_Section):
             urlparse(value).scheme not in ("http", "https") or not urlparse(value).hostname
         ):
             raise ValueError(
-                f"'{value}' is not an http(s) URL; give the Prefect API URL, e.g. https://prefect.example.com/api"
+                f"{value!r} is not an http(s) URL; give the Prefect API URL, e.g. https://prefect.example.com/api"
             )
         return value
 
@@ -795,6 +795,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-1]}"
 
 
+def _one_line(text: str) -> str:
+    """`text` with any line break or control character a value brought in written as an escape."""
+    return "".join(repr(c)[1:-1] if not c.isprintable() and c != " " else c for c in text)
+
+
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The pydantic model class found by walking `loc` down from `model`."""
     current: Any = model
@@ -819,7 +824,7 @@ def parse_spec(data: dict[str, Any]) -> DistillSpec:
     try:
         return DistillSpec.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe(e, DistillSpec) for e in _by_list(exc.errors())]
+        lines = [_one_line(_describe(e, DistillSpec)) for e in _by_list(exc.errors())]
         if len(lines) == 1:  # the usual case: one line, as the CLI prints it
             raise SpecError(lines[0]) from None
         raise SpecError(f"invalid spec ({len(lines)} problems):\n  " + "\n  ".join(lines)) from None

@@ -69,6 +69,14 @@ def test_front_is_exactly_the_non_dominated_feasible_set(rows):
     assert sel.chosen in sel.front
 
 
+def test_a_server_one_ulp_slower_is_off_the_front():
+    # Found by the property above: min-max scaling rounded 1.0 and 1.0000000000000002 ms together.
+    rows = [(100.0, 0.5, 2.0, 24.0), (100.0, 0.5, 15.0, 24.0), (100.0, 0.5, 1.0, 24.0)]
+    rows.append((100.0, 0.5, math.nextafter(1.0, 2.0), 24.0))
+    sel = select_server(make_servers(rows), LOOSE, SETTINGS)
+    assert sel.front == ["test/s0002/r"] == sorted(reference_front(sel.servers))
+
+
 @FAST
 @given(catalogs, st.randoms(use_true_random=False))
 def test_choice_is_invariant_to_row_order(rows, rnd):
