@@ -1,6 +1,6 @@
 """Benchmark: what Prefect costs the pipeline -- the distill flow vs the same stages called directly; warm vs cold.
 
-    .venv/bin/python bench/orchestration.py [--train-size 400] [--epochs 16] [--test-size 100] [--repeats 2]
+    .venv/bin/python bench/orchestration.py [--train-size 400] [--epochs 16] [--test-size 100] [--repeats 3]
 
 One process, one workload (2-digit arithmetic, a recorded teacher, the nano
 student trained in full, deployment off), four kinds of run, each in a fresh
@@ -199,7 +199,7 @@ def direct(spec) -> dict[str, Any]:
     return {"student_accuracy": evals[1].accuracy, "steps": trained.result.steps}
 
 
-STAGE_SECONDS = [0.0]  # time spent inside the GPU stage functions during the current run
+STAGE_SECONDS: dict[str, float] = {}  # GPU stage function -> seconds spent inside it, current run
 
 
 def time_stages() -> None:
@@ -212,7 +212,8 @@ def time_stages() -> None:
             try:
                 return fn(job)
             finally:
-                STAGE_SECONDS[0] += time.perf_counter() - start
+                spent = time.perf_counter() - start
+                STAGE_SECONDS[fn.__name__] = STAGE_SECONDS.get(fn.__name__, 0.0) + spent
 
         timed_stage.__wrapped__ = fn
         return timed_stage
@@ -228,12 +229,13 @@ def time_stages() -> None:
 def timed(label: str, home: Path, fn) -> tuple[float, float, Any]:
     """(total seconds, seconds outside the GPU stages, result) of one run in STRATOS_HOME=home."""
     os.environ["STRATOS_HOME"] = str(home)
-    STAGE_SECONDS[0] = 0.0
+    STAGE_SECONDS.clear()
     start = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - start
-    outside = seconds - STAGE_SECONDS[0]
-    log(f"  {label:<8} {seconds:7.2f} s, {outside:5.2f} s of it outside the GPU stages  ({home.name})")
+    outside = seconds - sum(STAGE_SECONDS.values())
+    stages = ", ".join(f"{name} {s:.2f}" for name, s in STAGE_SECONDS.items())
+    log(f"  {label:<8} {seconds:7.2f} s, {outside:5.2f} s of it outside the GPU stages ({stages})  ({home.name})")
     return seconds, outside, out
 
 
@@ -242,7 +244,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=400, help="training questions (rows)")
     parser.add_argument("--epochs", type=float, default=16, help="training epochs")
     parser.add_argument("--test-size", type=int, default=100, help="held-out questions evaluated")
-    parser.add_argument("--repeats", type=int, default=2, help="cold direct/prefect pairs; best of each")
+    parser.add_argument("--repeats", type=int, default=3, help="cold direct/prefect pairs; best of each")
     args = parser.parse_args()
 
     zoo_prebuilt = Path(os.environ["STRATOS_ZOO_DIR"]).is_dir()

@@ -42,6 +42,7 @@ from flows.result import (
     publish_artifacts,
     run_summary,
 )
+from flows.server import owner_tags_off_task_runs
 from flows.spend import first_interval_usd, for_dispatcher, run_budget, synthesis_per_question
 from stratos.files import FileRef
 from stratos.job_profile import job_profile
@@ -70,32 +71,32 @@ def say(stage: int, message: str) -> None:
 def distill(spec: DistillSpec) -> DistillResult:
     """Distil a teacher into a student for spec.task under spec.constraints, serve it, and report."""
     show_progress_in_runs()
-    spec = first_check(spec)
-    if isinstance(spec, State):  # a bad input ends the run here, in one line
-        return spec  # type: ignore[return-value]  (Prefect ends the run in this state)
-    task = require_runnable(spec)
-    store_uri = open_store(spec).uri_for("")
-    say(1, f"preparing data for '{task.domain}' in {store_uri}")
-    data = prepare_data(task, dataset_ref(task), store_uri)
-    say(2, "building models (zoo models are built on first use)")
-    models = build_models(spec)
-    say(3, "selecting server, teacher and student (relaxing constraints if none passes)")
-    loop = constraint_loop(spec, models, data, store_uri)
-    say(5, loop.report())
-    if not loop.feasible:
-        result = infeasible(spec, loop)
-    else:
-        try:
-            with stage_runner(
-                loop
-            ) as dispatcher:  # the chosen server: its pool, launched if asked, downed after
-                result = distil_and_serve(loop, models, data, store_uri, dispatcher)
-        except BudgetExhausted as err:
-            say(11, str(err))
-            assert loop.selection is not None
-            result = exhausted(loop, err, run_budget(loop.spec, loop.selection, store_uri).ledger())
-    publish_artifacts(result, loop)
-    return result
+    with owner_tags_off_task_runs():  # the owner tags mark the flow run, not each task run
+        spec = first_check(spec)
+        if isinstance(spec, State):  # a bad input ends the run here, in one line
+            return spec  # type: ignore[return-value]  (Prefect ends the run in this state)
+        task = require_runnable(spec)
+        store_uri = open_store(spec).uri_for("")
+        say(1, f"preparing data for '{task.domain}' in {store_uri}")
+        data = prepare_data(task, dataset_ref(task), store_uri)
+        say(2, "building models (zoo models are built on first use)")
+        models = build_models(spec)
+        say(3, "selecting server, teacher and student (relaxing constraints if none passes)")
+        loop = constraint_loop(spec, models, data, store_uri)
+        say(5, loop.report())
+        if not loop.feasible:
+            result = infeasible(spec, loop)
+        else:
+            try:
+                # the chosen server: its pool, launched if asked, downed after
+                with stage_runner(loop) as dispatcher:
+                    result = distil_and_serve(loop, models, data, store_uri, dispatcher)
+            except BudgetExhausted as err:
+                say(11, str(err))
+                assert loop.selection is not None
+                result = exhausted(loop, err, run_budget(loop.spec, loop.selection, store_uri).ledger())
+        publish_artifacts(result, loop)
+        return result
 
 
 def distil_and_serve(

@@ -42,6 +42,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.context import TagsContext
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, get_current_settings, temporary_settings
@@ -196,6 +197,19 @@ def _stop(proc: subprocess.Popen) -> None:
 def owner_tags() -> list[str]:
     """Tags of this process's flow runs: which process owns them, so a later start can tell it died."""
     return [RUN_TAG, f"{OWNER_PREFIX}{socket.gethostname()}:{process_key(os.getpid())}"]
+
+
+@contextmanager
+def owner_tags_off_task_runs() -> Iterator[None]:
+    """Task runs created in the block do not inherit the owner tags: they mark the flow run only.
+
+    Prefect asks the server for a concurrency slot under each tag of a task run, and holds a lease on
+    it while the task runs; for limits nobody set, that was about 0.1 s a task run (bench/orchestration.py).
+    A caller's own tags (`with tags("gpu")` for a concurrency limit) still reach the task runs.
+    """
+    current = TagsContext.get().current_tags
+    with TagsContext(current_tags={t for t in current if t != RUN_TAG and not t.startswith(OWNER_PREFIX)}):
+        yield
 
 
 def mark_orphans_crashed() -> list[str]:

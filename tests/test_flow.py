@@ -107,6 +107,27 @@ def test_embedded_run_completes_then_is_cached_then_reruns_only_from_training(re
     assert third.artifacts["model"] != first.artifacts["model"]
 
 
+def test_owner_tags_mark_the_flow_run_and_not_its_task_runs(recorded_teacher):
+    # Tagged task runs each ask the server for concurrency slots under their tags (~0.1 s apiece).
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows import run_flow
+    from flows.server import RUN_TAG, owner_tags
+
+    assert run_flow(tiny_spec(recorded_teacher)).status == "trained"
+    with get_client(sync_client=True) as client:
+        (last,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[RUN_TAG])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[last.id])))
+    assert set(owner_tags()) <= set(last.tags)
+    assert len(runs) >= len(COMPUTE) and all(not r.tags for r in runs), [(r.name, r.tags) for r in runs]
+
+
 @pytest.fixture(scope="module")
 def capable_student(tmp_path_factory) -> Path:
     """A micro model that has memorised the probe questions the pre-screen asks: a student with capacity."""
