@@ -235,7 +235,9 @@ def timed(label: str, home: Path, fn) -> tuple[float, float, Any]:
     seconds = time.perf_counter() - start
     outside = seconds - sum(STAGE_SECONDS.values())
     stages = ", ".join(f"{name} {s:.2f}" for name, s in STAGE_SECONDS.items())
-    log(f"  {label:<8} {seconds:7.2f} s, {outside:5.2f} s of it outside the GPU stages ({stages})  ({home.name})")
+    log(
+        f"  {label:<8} {seconds:7.2f} s, {outside:5.2f} s of it outside the GPU stages ({stages})  ({home.name})"
+    )
     return seconds, outside, out
 
 
