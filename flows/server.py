@@ -207,8 +207,7 @@ def owner_tags_off_task_runs() -> Iterator[None]:
     it while the task runs; for limits nobody set, that was about 0.1 s a task run (bench/orchestration.py).
     A caller's own tags (`with tags("gpu")` for a concurrency limit) still reach the task runs.
     """
-    current = TagsContext.get().current_tags
-    with TagsContext(current_tags={t for t in current if t != RUN_TAG and not t.startswith(OWNER_PREFIX)}):
+    with TagsContext(current_tags=TagsContext.get().current_tags - set(owner_tags())):
         yield
 
 

@@ -296,21 +296,21 @@ def _best(candidates: np.ndarray, ids: np.ndarray, *keys: np.ndarray) -> int:
 
 def pfg_choice(
     x: np.ndarray,
+    raw: np.ndarray,
     ids: np.ndarray,
     cost: np.ndarray,
     k: int,
     sigma: float,
     cheapest_in_cell: bool = False,
-    raw: np.ndarray | None = None,
 ):
     """Index of the PFG choice among rows of x (all feasible), the front mask, Pareto cells, chosen cell.
 
-    The front is found on `raw` (the objectives before normalising, larger is better) when given:
-    min-max scaling can round two values one ulp apart to the same number, and the worse would
-    then stay on the front. In the chosen cell: the server nearest the ideal point (ties: cheaper),
-    or with `cheapest_in_cell` the cheapest (ties: nearest).
+    The front is found on `raw`, the same objectives before normalising (larger is better): min-max
+    scaling can round two values one ulp apart to the same number, and the worse would then stay on
+    the front. In the chosen cell: the server nearest the ideal point (ties: cheaper), or with
+    `cheapest_in_cell` the cheapest (ties: nearest).
     """
-    front = non_dominated(x if raw is None else dense_ranks(raw))
+    front = non_dominated(dense_ranks(raw))
     front_idx = np.flatnonzero(front)
     cells = grid_cells(x[front_idx], k, sigma)
     pcells = pareto_cells(cells)
@@ -457,12 +457,12 @@ def select_server(
     cost = obj["cost"].to_numpy()
     pfg_local, front_local, pcells, cell = pfg_choice(
         x[idx],
+        np.c_[obj["hardware"].to_numpy()[idx], -cost[idx], -obj["latency_ms"].to_numpy()[idx]],
         ids[idx],
         cost[idx],
         settings.grid_k,
         settings.sigma,
         settings.cost_objective == "job",
-        raw=np.c_[obj["hardware"].to_numpy(), -cost, -obj["latency_ms"].to_numpy()][idx],
     )
     front_ids = sorted(ids[idx[front_local]].tolist())
     choices = {"pfg": int(idx[pfg_local])}

@@ -797,7 +797,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _one_line(text: str) -> str:
     """`text` with any line break or control character a value brought in written as an escape."""
-    return "".join(repr(c)[1:-1] if not c.isprintable() and c != " " else c for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
